@@ -1,0 +1,127 @@
+"""The `assistant` command: ingest, search, ask, documents, delete."""
+
+import argparse
+import getpass
+import json
+import sys
+
+from assistant.service import Assistant, DocumentNotFound
+from assistant.settings import Settings
+from assistant.types import Answer, Source, User
+from retrieval import InvalidGroupName, StoreLockedError
+from retrieval.embedding import ModelNotFound
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="assistant", description="Ask questions of your organisation's documents.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ingest = commands.add_parser("ingest", help="add or update files and folders")
+    ingest.add_argument("paths", nargs="+")
+    ingest.add_argument("--group", action="append", default=[], help="a group that may read them (repeat)")
+    ingest.add_argument("--prune", action="store_true", help="remove stored documents whose files are gone")
+    ingest.add_argument("--strict", action="store_true", help="exit non-zero if any file fails")
+    ingest.add_argument("--json", action="store_true")
+
+    for name, help_text in (("search", "find passages"), ("ask", "answer a question with sources")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("query")
+        _add_reader(command)
+        command.add_argument("--k", type=int, default=10 if name == "search" else 5)
+        command.add_argument("--json", action="store_true")
+
+    documents = commands.add_parser("documents", help="list stored documents (all of them unless --group)")
+    _add_reader(documents)
+    documents.add_argument("--json", action="store_true")
+
+    delete = commands.add_parser("delete", help="remove a document by path or id")
+    delete.add_argument("path_or_id")
+    return parser
+
+
+def _add_reader(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--user", default=None, help="who is asking (default: the login name)")
+    command.add_argument(
+        "--group", action="append", default=[], help="a group the user is in (repeat); 'admin' sees everything"
+    )
+
+
+def _user(args: argparse.Namespace) -> User:
+    return User(args.user or getpass.getuser(), tuple(args.group))
+
+
+def _print_sources(sources: list[Source]) -> None:
+    for number, source in enumerate(sources, 1):
+        where = f", {source.location}" if source.location else ""
+        print(f"[{number}] {source.path}{where} (score {source.score:.3f})")
+        print("    " + source.text[:300].replace("\n", " ") + ("..." if len(source.text) > 300 else ""))
+
+
+def run(args: argparse.Namespace, assistant: Assistant) -> int:
+    if args.command == "ingest":
+        report = assistant.ingest(args.paths, groups=args.group, prune=args.prune, progress=not args.json)
+        if args.json:
+            print(json.dumps(report.to_dict(), indent=2))
+        else:
+            for failure in report.failed:
+                print(f"failed: {failure.path}: {failure.reason}", file=sys.stderr)
+            for skipped in report.skipped:
+                print(f"skipped: {skipped.path}: {skipped.reason}", file=sys.stderr)
+            print(report.summary())
+        return 1 if args.strict and not report.ok else 0
+
+    if args.command == "search":
+        sources = assistant.search(args.query, _user(args), k=args.k)
+        if args.json:
+            print(json.dumps({"sources": [s.to_dict() for s in sources]}, indent=2))
+        else:
+            _print_sources(sources) if sources else print("no passage you may read matches")
+        return 0
+
+    if args.command == "ask":
+        if args.json:
+            print(json.dumps(assistant.ask(args.query, _user(args), k=args.k).to_dict(), indent=2))
+            return 0
+        for piece in assistant.stream(args.query, _user(args), k=args.k):
+            if isinstance(piece, Answer):
+                print("\nSources:")
+                _print_sources(piece.sources)
+            else:
+                print(piece, end="", flush=True)
+        return 0
+
+    if args.command == "documents":
+        # The operator of the command line holds the data directory, so sees everything unless
+        # they name groups to see the store as a member of those groups would.
+        reader = _user(args) if args.group else User("operator", ("admin",))
+        documents = assistant.documents(reader)
+        if args.json:
+            print(json.dumps({"documents": [d.to_dict() for d in documents]}, indent=2))
+        else:
+            for d in documents:
+                print(f"{d.doc_id}  {d.path}  groups={','.join(d.groups) or '(admins only)'}  chunks={d.chunks}")
+        return 0
+
+    if args.command == "delete":
+        info = assistant.delete(args.path_or_id)
+        print(f"deleted {info.path} ({info.chunks} chunks)")
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # A command's output is its answer; the model loader's progress bars are noise there.
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    try:
+        with Assistant(Settings()) as assistant:
+            return run(args, assistant)
+    except (StoreLockedError, ModelNotFound, InvalidGroupName, DocumentNotFound, FileNotFoundError, ValueError) as exc:
+        print(f"assistant: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

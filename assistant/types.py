@@ -1,0 +1,71 @@
+"""The small data types of the assistant's API."""
+
+from dataclasses import asdict, dataclass, field
+
+from retrieval import ADMIN_GROUP, validate_groups
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    groups: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not self.name or not self.name.strip():
+            raise ValueError("a user needs a non-empty name")
+        object.__setattr__(self, "groups", validate_groups(self.groups))
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_GROUP in self.groups
+
+
+@dataclass(frozen=True)
+class Source:
+    doc_id: str
+    path: str
+    page: int | None
+    chunk: int
+    score: float
+    text: str
+    heading: str | None = None
+
+    @property
+    def location(self) -> str:
+        """Where in the document: 'p. 3' or the heading path."""
+        if self.page is not None:
+            return f"p. {self.page}"
+        return self.heading or ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    sources: list[Source]
+    model: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "answer": self.text,
+            "sources": [s.to_dict() for s in self.sources],
+            "model": self.model,
+            "timings": self.timings,
+        }
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    doc_id: str
+    path: str
+    groups: tuple[str, ...]
+    chunks: int
+    size: int
+    modified: str
+    ingested_at: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,8 @@
+"""Language models that run on the organisation's own hardware, loaded only from local paths."""
+
+import os
+
+# Nothing leaves the machine: forced, so an inherited environment cannot re-enable the hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"

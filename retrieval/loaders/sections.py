@@ -1,0 +1,86 @@
+"""Sections of a file and their conversion to llama-index documents."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from llama_index.core import Document
+
+from .errors import LoadError
+
+HEADING_SEPARATOR = " > "
+
+_SPACES = re.compile(r"[^\S\n]+")  # any whitespace except newline
+_BLANK_RUNS = re.compile(r"\n{3,}")
+
+
+@dataclass
+class Section:
+    """One natural part of a file: a page, a slide, a sheet, a heading's text."""
+
+    text: str
+    heading: str | None = None
+    page: int | None = None
+
+
+class HeadingTrail:
+    """The path of headings above the current position, e.g. ``Leave > Sick leave``.
+
+    A heading of level N closes every open heading of level N or deeper, so the trail
+    follows the document's outline even when levels are skipped (h1 then h3).
+    """
+
+    def __init__(self, root: str | None = None) -> None:
+        self._open: list[tuple[int, str]] = []
+        if root:
+            # A title that stands above every heading in the file (DOCX "Title").
+            self._open.append((0, root))
+
+    def enter(self, level: int, title: str) -> None:
+        title = one_line(title)
+        if not title:
+            # Empty heading paragraphs are layout, not outline; they must not cut the trail.
+            return
+        while self._open and self._open[-1][0] >= level:
+            self._open.pop()
+        self._open.append((level, title))
+
+    @property
+    def path(self) -> str | None:
+        return HEADING_SEPARATOR.join(title for _, title in self._open) or None
+
+
+def join_heading(*parts: str | None) -> str | None:
+    """Join heading parts, skipping empty ones; ``None`` when nothing is left."""
+    return HEADING_SEPARATOR.join(p for p in parts if p) or None
+
+
+def one_line(text: str) -> str:
+    """Collapse all whitespace (tabs in Word headings, newlines in HTML) to single spaces."""
+    return " ".join(text.split())
+
+
+def tidy(text: str) -> str:
+    """Normalise spacing inside lines and drop blank-line runs, keeping line structure."""
+    lines = (_SPACES.sub(" ", line).strip() for line in text.splitlines())
+    return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
+
+
+def to_documents(sections: Iterable[Section], *, empty_reason: str) -> list[Document]:
+    """Drop empty sections; refuse a file that yields no text at all."""
+    documents = []
+    for section in sections:
+        text = section.text.strip()
+        if not text:
+            continue
+        metadata: dict[str, object] = {}
+        if section.page is not None:
+            metadata["page"] = section.page
+        if section.heading:
+            metadata["heading"] = section.heading
+        documents.append(Document(text=text, metadata=metadata))
+    if not documents:
+        raise LoadError(empty_reason)
+    return documents

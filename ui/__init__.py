@@ -1,0 +1,1 @@
+"""The staff portal (Streamlit) over the assistant's Python API."""

@@ -9,7 +9,7 @@ and the rest of the batch goes on; whatever the store already held for it is kep
 import hashlib
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from retrieval.access import validate_groups
 from retrieval.chunking import Chunker
 from retrieval.embedding import LocalEmbedding
 from retrieval.loaders import SUPPORTED_SUFFIXES, LoadError, load
-from retrieval.store import COMPLETE, ChunkStore, DocumentRecord, chunk_point_id
+from retrieval.store import COMPLETE, WRITING, ChunkStore, DocumentRecord, chunk_point_id
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,12 @@ def document_id(path: Path) -> str:
 class _Pending:
     record: DocumentRecord
     nodes: list[TextNode]
-    is_new: bool
+    previous: DocumentRecord | None
+
+    @property
+    def is_new(self) -> bool:
+        """New to the reader: never stored, or stored only partly by a run that was killed."""
+        return self.previous is None or self.previous.status != COMPLETE
 
 
 class Ingestor:
@@ -174,21 +179,27 @@ class Ingestor:
             )
             for number, (text, where) in enumerate(chunks)
         ]
-        return _Pending(record, nodes, is_new=existing is None)
+        return _Pending(record, nodes, previous=existing)
 
     def _write(self, pending: list[_Pending], report: IngestReport) -> None:
-        """Embeds a batch of documents' chunks in one call, then commits each document."""
+        """Embeds a batch of documents' chunks in one call, then commits the documents together."""
+        if not pending:
+            return
+        # Marked first: from here on a crash leaves a record that tells the next run to redo it.
+        self.store.put_documents([replace(item.record, status=WRITING) for item in pending])
         nodes = [node for item in pending for node in item.nodes]
-        if nodes:
-            vectors = self.embedder.embed([_embedding_text(node) for node in nodes])
-            for node, vector in zip(nodes, vectors, strict=True):
-                node.embedding = vector
-            self.store.upsert_chunks(nodes)
+        vectors = self.embedder.embed([_embedding_text(node) for node in nodes])
+        for node, vector in zip(nodes, vectors, strict=True):
+            node.embedding = vector
+        self.store.upsert_chunks(nodes)
         for item in pending:
-            self.store.remove_stale_chunks(item.record.doc_id, item.record.content_hash)
-            self.store.put_document(item.record)
+            # A document without a record never had chunks written (the mark precedes them),
+            # so only known documents need the sweep, which scans the collection in embedded mode.
+            if item.previous is not None:
+                self.store.remove_stale_chunks(item.record.doc_id, item.record.content_hash)
             (report.added if item.is_new else report.updated).append(item.record.path)
             report.chunks += len(item.nodes)
+        self.store.put_documents([item.record for item in pending])
 
     def _prune(self, roots: list[Path], report: IngestReport) -> None:
         resolved = [root.resolve() for root in roots]

@@ -3,9 +3,10 @@
 Two collections. ``<name>`` holds a point per chunk (vector + text + metadata, including the
 groups that may read it). ``<name>_documents`` holds a vector-less point per document: its
 path, content hash, groups and chunk count. The document record is written last, after all
-its chunks, so it doubles as the commit marker: a run killed halfway leaves a document with
-no record (or an old one), and the next run redoes it. Ids are derived from the document id
-and the chunk number, so redoing overwrites instead of duplicating.
+its chunks, so it doubles as the commit marker: before the chunks go in, the record is put
+with status "writing"; only after them with status "complete". A run killed halfway leaves a
+"writing" record, and the next run redoes that document and sweeps its stale chunks. Ids are
+derived from the document id and the chunk number, so redoing overwrites, never duplicates.
 """
 
 import uuid
@@ -22,6 +23,7 @@ from retrieval.settings import RetrievalSettings
 _ID_NAMESPACE = uuid.UUID("5b0c1f8e-7f9a-4f4e-9a59-8d4b2f7a1c30")
 DENSE = "dense"
 COMPLETE = "complete"
+WRITING = "writing"
 DELETING = "deleting"
 
 
@@ -112,9 +114,17 @@ class ChunkStore:
         return DocumentRecord.from_payload(found[0].payload) if found else None
 
     def put_document(self, record: DocumentRecord) -> None:
-        payload = {**asdict(record), "groups": list(record.groups)}
-        point = models.PointStruct(id=_document_point_id(record.doc_id), vector={}, payload=payload)
-        self.client.upsert(self.documents, [point], wait=True)
+        self.put_documents([record])
+
+    def put_documents(self, records: list[DocumentRecord]) -> None:
+        points = [
+            models.PointStruct(
+                id=_document_point_id(r.doc_id), vector={}, payload={**asdict(r), "groups": list(r.groups)}
+            )
+            for r in records
+        ]
+        if points:
+            self.client.upsert(self.documents, points, wait=True)
 
     def list_documents(self, reader_groups: Iterable[str]) -> list[DocumentRecord]:
         records, offset = [], None

@@ -163,6 +163,7 @@ def test_a_run_killed_halfway_converges_on_rerun(make_assistant, tmp_path, monke
 
     assert report.ok and len(report.unchanged) + len(report.added) == 6
     assert store_state(crashed) == store_state(clean)
+    assert {d.status for d in crashed.store.all_documents()} == {COMPLETE}
     assert len(crashed.ingest([docs], groups=["staff"]).unchanged) == 6
 
 
@@ -175,11 +176,15 @@ def test_bad_input_is_reported_per_file_and_the_rest_goes_on(make_assistant, tmp
     (docs / "image.xyz").write_bytes(b"\x89PNG\r\n")
     assistant = make_assistant()
 
-    report = assistant.ingest([docs, tmp_path / "missing.md"], groups=["staff"])
+    named = tmp_path / "notes.xyz"
+    named.write_text("a file named explicitly is a failure, not a skip")
+
+    report = assistant.ingest([docs, tmp_path / "missing.md", named], groups=["staff"])
 
     assert report.added == [str(good.resolve())]
     reasons = {f.path.rsplit("/", 1)[-1]: f.reason for f in report.failed}
-    assert set(reasons) == {"empty.txt", "corrupt.pdf", "binary.txt", "missing.md"}
+    assert set(reasons) == {"empty.txt", "corrupt.pdf", "binary.txt", "missing.md", "notes.xyz"}
+    assert "unsupported" in reasons["notes.xyz"] and ".docx" in reasons["notes.xyz"]
     assert "empty" in reasons["empty.txt"]
     assert "PDF" in reasons["corrupt.pdf"]
     assert "binary" in reasons["binary.txt"]

@@ -10,7 +10,7 @@ import hashlib
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from llama_index.core.schema import TextNode
@@ -151,7 +151,7 @@ class Ingestor:
             report.failed.append(Failure(str(path), f"unexpected {type(exc).__name__} while reading: {exc}"))
             return None
         chunks = self.chunker.split(sections)
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         record = DocumentRecord(
             doc_id=doc_id,
             path=str(path.resolve()),
@@ -159,7 +159,7 @@ class Ingestor:
             groups=groups,
             chunks=len(chunks),
             size=stat.st_size,
-            modified=datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat(timespec="seconds"),
+            modified=datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(timespec="seconds"),
             ingested_at=now,
         )
         nodes = [

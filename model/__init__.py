@@ -6,3 +6,6 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+# Registers Grok-1 (model_type "grok-1") with transformers' Auto classes.
+from . import grok1  # noqa: F401

@@ -1,0 +1,331 @@
+"""Convert xAI's Grok-1 release checkpoint into a transformers model directory.
+
+    python -m model.grok1.convert --checkpoint PATH/ckpt-0 --tokenizer PATH/tokenizer.model --out DIR \\
+        [--config config.json] [--dtype bfloat16|float32] [--shard-size 5GB]
+
+Writes `model-0000i-of-0000N.safetensors` + `model.safetensors.index.json`, `config.json` and the tokenizer. Tensors
+are read, dequantised and written one at a time, and each shard is written as soon as it fills, so memory stays at
+about one shard plus one layer's experts (never the whole 314B model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from .names import Target, release_to_ours, stack_gate_up, to_our_layout
+from .release import (
+    CheckpointFormatError,
+    UnsafeCheckpointError,
+    dequantize,
+    num_layers_for_file_count,
+    read_tensor,
+    release_param_paths,
+    tensor_filename,
+)
+
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+DEFAULT_SHARD_SIZE = "5GB"
+
+# The released model (xai-org/grok-1 run.py); used when model.grok1.configuration is not importable.
+RELEASE_CONFIG = {
+    "vocab_size": 131072,
+    "hidden_size": 6144,
+    "intermediate_size": 32768,
+    "num_hidden_layers": 64,
+    "num_attention_heads": 48,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "attn_output_multiplier": 0.08838834764831845,
+    "max_attn_value": 30.0,
+    "max_position_embeddings": 8192,
+    "embedding_multiplier_scale": 78.38367176906169,
+    "output_multiplier_scale": 0.5773502691896257,
+    "rms_norm_eps": 1e-5,
+    "num_experts": 8,
+    "num_experts_per_tok": 2,
+    "rope_theta": 10000.0,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "tie_word_embeddings": True,
+}
+# Fields the checkpoint's shapes determine; the rest (heads, multipliers, ...) only the config can give.
+SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_experts")
+
+
+class ConversionError(RuntimeError):
+    """A user-facing conversion failure (bad arguments or inconsistent config)."""
+
+
+def parse_size(text: str | int) -> int:
+    """'5GB', '500MB', '10KB' or a plain byte count -> bytes (decimal units, as transformers uses)."""
+    if isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B?)\s*", str(text).upper())
+    if not match:
+        raise ConversionError(f"cannot parse size {text!r}; write e.g. 5GB, 500MB or a number of bytes")
+    unit = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9}[match.group(2)]
+    return int(float(match.group(1)) * unit)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoint inspection and config
+
+
+def count_layers(checkpoint_dir: Path) -> int:
+    """Number of layers in `checkpoint_dir`, after checking every file of that many layers is there."""
+    if not checkpoint_dir.is_dir():
+        raise CheckpointFormatError(
+            f"checkpoint directory {checkpoint_dir} does not exist; pass the release's ckpt-0 folder"
+        )
+    indices = [int(m.group(1)) for p in checkpoint_dir.iterdir() if (m := re.fullmatch(r"tensor(\d{5})_000", p.name))]
+    if not indices:
+        raise CheckpointFormatError(f"{checkpoint_dir} holds no tensor00000_000-style files; is it ckpt-0?")
+    # Round up so a missing last file is reported as missing, not as a smaller model.
+    layers = max(1, -(-(max(indices) + 1 - 2) // 12))
+    expected = len(release_param_paths(layers))
+    present = set(indices)
+    for index in range(expected):
+        if index not in present:
+            raise CheckpointFormatError(
+                f"missing checkpoint file {checkpoint_dir / tensor_filename(index)} "
+                f"(a {layers}-layer checkpoint has {expected} files); re-download the checkpoint"
+            )
+    return num_layers_for_file_count(expected)
+
+
+def default_config() -> dict:
+    """Release defaults, from Grok1Config when it is importable (so its defaults stay the single source)."""
+    try:
+        from .configuration import Grok1Config
+    except ImportError:
+        return dict(RELEASE_CONFIG)
+    config = Grok1Config().to_dict()
+    return {key: config.get(key, value) for key, value in RELEASE_CONFIG.items()}
+
+
+def infer_shape_fields(checkpoint_dir: Path, num_layers: int) -> dict:
+    """Sizes the checkpoint fixes, read from the embedding and the first layer's gate experts."""
+    paths = release_param_paths(num_layers)
+    embed = read_tensor(checkpoint_dir, paths.index("language_model/in_out_embed/embeddings"))
+    gate = read_tensor(checkpoint_dir, paths.index("transformer/decoder_layer_0/moe/linear/w"))
+    if len(embed.shape) != 2 or len(gate.shape) != 3:
+        raise CheckpointFormatError(
+            f"unexpected shapes: embeddings {tuple(embed.shape)} (want [vocab, hidden]), "
+            f"expert gate {tuple(gate.shape)} (want [experts, hidden, intermediate])"
+        )
+    vocab, hidden = embed.shape
+    experts, _, intermediate = gate.shape
+    return {
+        "vocab_size": int(vocab),
+        "hidden_size": int(hidden),
+        "intermediate_size": int(intermediate),
+        "num_hidden_layers": num_layers,
+        "num_experts": int(experts),
+    }
+
+
+def build_config(checkpoint_dir: Path, num_layers: int, overrides: dict | None) -> dict:
+    """Release defaults, overridden by `overrides` (the user's JSON), checked against the checkpoint's shapes."""
+    overrides = dict(overrides or {})
+    inferred = infer_shape_fields(checkpoint_dir, num_layers)
+    for key in SHAPE_FIELDS:
+        if key in overrides and overrides[key] != inferred[key]:
+            raise ConversionError(
+                f"config says {key}={overrides[key]} but the checkpoint has {inferred[key]}; "
+                "fix the config (or leave the field out and it is taken from the checkpoint)"
+            )
+    config = default_config()
+    config.update(inferred)
+    config.update(overrides)
+    if config.get("head_dim") is None:
+        config["head_dim"] = config["hidden_size"] // config["num_attention_heads"]
+    config["model_type"] = "grok-1"
+    config["architectures"] = ["Grok1ForCausalLM"]
+    return config
+
+
+def expected_release_shape(path: str, config: dict) -> tuple[int, ...]:
+    """Shape the release stores `path` with ([in, out] matrices, [experts, in, out] experts) under `config`."""
+    h, f, e = config["hidden_size"], config["intermediate_size"], config["num_experts"]
+    q = config["num_attention_heads"] * config["head_dim"]
+    kv = config["num_key_value_heads"] * config["head_dim"]
+    suffix = path.split("/", 2)[-1] if path.startswith("transformer/") else path
+    shapes = {
+        "language_model/in_out_embed/embeddings": (config["vocab_size"], h),
+        "language_model/rms_norm/scale": (h,),
+        "multi_head_attention/query/w": (h, q),
+        "multi_head_attention/key/w": (h, kv),
+        "multi_head_attention/value/w": (h, kv),
+        "multi_head_attention/linear/w": (q, h),
+        "router/w": (h, e),
+        "moe/linear/w": (e, h, f),
+        "moe/linear_v/w": (e, h, f),
+        "moe/linear_1/w": (e, f, h),
+    }
+    if suffix.startswith("rms_norm"):
+        return (h,)
+    return shapes[suffix]
+
+
+def write_config(config: dict, out_dir: Path, dtype: str) -> None:
+    config = dict(config, torch_dtype=dtype)
+    try:
+        from .configuration import Grok1Config
+    except ImportError:
+        (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        return
+    fields = {k: v for k, v in config.items() if k not in ("model_type", "torch_dtype")}
+    Grok1Config(**fields).save_pretrained(out_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Streaming conversion
+
+
+class ShardWriter:
+    """Collects tensors and writes a safetensors shard whenever the next tensor would overflow `max_bytes`."""
+
+    def __init__(self, out_dir: Path, max_bytes: int):
+        self.out_dir, self.max_bytes = out_dir, max_bytes
+        self.pending: dict[str, torch.Tensor] = {}
+        self.pending_bytes = 0
+        self.shards: list[list[str]] = []
+        self.total_bytes = 0
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        size = tensor.numel() * tensor.element_size()
+        if self.pending and self.pending_bytes + size > self.max_bytes:
+            self.flush()
+        self.pending[name] = tensor.contiguous()
+        self.pending_bytes += size
+        self.total_bytes += size
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        # The total shard count is only known at the end, so shards get their final names in finish().
+        save_file(self.pending, self.out_dir / self._temp_name(len(self.shards)), metadata={"format": "pt"})
+        self.shards.append(list(self.pending))
+        self.pending, self.pending_bytes = {}, 0
+
+    @staticmethod
+    def _temp_name(index: int) -> str:
+        return f"partial-{index:05d}.safetensors"
+
+    def finish(self) -> dict:
+        self.flush()
+        count = len(self.shards)
+        weight_map = {}
+        for index, names in enumerate(self.shards):
+            final = f"model-{index + 1:05d}-of-{count:05d}.safetensors"
+            (self.out_dir / self._temp_name(index)).replace(self.out_dir / final)
+            weight_map.update(dict.fromkeys(names, final))
+        index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
+        (self.out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+        return index
+
+
+def iter_converted(checkpoint_dir: Path, config: dict, dtype: torch.dtype):
+    """Yield (our name, tensor in our layout) for every release tensor, in file order; gate+up are stacked."""
+    paths = release_param_paths(config["num_hidden_layers"])
+    halves: dict[str, dict[str, torch.Tensor]] = {}
+    for index, path in enumerate(paths):
+        raw = read_tensor(checkpoint_dir, index)
+        want = expected_release_shape(path, config)
+        if tuple(raw.shape) != want:
+            raise CheckpointFormatError(
+                f"{checkpoint_dir / tensor_filename(index)} ({path}) has shape {tuple(raw.shape)}, expected {want} "
+                "for this config; check --config against the checkpoint"
+            )
+        target: Target = release_to_ours(path)
+        tensor = to_our_layout(torch.from_numpy(dequantize(raw, np.float32)), target.kind).to(dtype)
+        del raw
+        if target.kind in ("gate", "up"):
+            # gate ("linear") and up ("linear_v") are separate files; hold the first until its partner arrives.
+            parts = halves.setdefault(target.name, {})
+            parts[target.kind] = tensor
+            if len(parts) == 2:
+                yield target.name, stack_gate_up(parts["gate"], parts["up"])
+                del halves[target.name]
+            continue
+        yield target.name, tensor
+    if halves:
+        raise CheckpointFormatError(f"expert gate/up halves without a partner: {sorted(halves)}")
+
+
+def convert_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    tokenizer: str | Path | None = None,
+    config_overrides: dict | None = None,
+    dtype: str = "bfloat16",
+    shard_size: str | int = DEFAULT_SHARD_SIZE,
+) -> dict:
+    """Convert the release at `checkpoint` (its ckpt-0 folder) into `out_dir`; returns the index JSON."""
+    if dtype == "int8":
+        raise NotImplementedError(
+            "--dtype int8 is not supported yet (int8 loading comes later); use bfloat16 or float32"
+        )
+    if dtype not in DTYPES:
+        raise ConversionError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    num_layers = count_layers(checkpoint)
+    config = build_config(checkpoint, num_layers, config_overrides)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = ShardWriter(out_dir, parse_size(shard_size))
+    for name, tensor in iter_converted(checkpoint, config, DTYPES[dtype]):
+        writer.add(name, tensor)
+    index = writer.finish()
+    write_config(config, out_dir, dtype)
+    if tokenizer is not None:
+        from .tokenizer import convert_tokenizer
+
+        convert_tokenizer(tokenizer, out_dir)
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model.grok1.convert", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="the release's ckpt-0 directory")
+    parser.add_argument("--tokenizer", help="the release's tokenizer.model (SentencePiece)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--config", help="JSON whose fields override the release config")
+    parser.add_argument("--dtype", default="bfloat16", help="bfloat16 (default) or float32")
+    parser.add_argument("--shard-size", default=DEFAULT_SHARD_SIZE, help="max bytes per shard, e.g. 5GB (default)")
+    args = parser.parse_args(argv)
+
+    if args.dtype == "int8":
+        print("error: --dtype int8 is not supported yet (int8 loading comes later); use bfloat16", file=sys.stderr)
+        return 2
+    try:
+        overrides = json.loads(Path(args.config).read_text()) if args.config else None
+        if args.tokenizer and not Path(args.tokenizer).is_file():
+            raise ConversionError(f"tokenizer model {args.tokenizer} not found; pass the release's tokenizer.model")
+        index = convert_checkpoint(
+            args.checkpoint,
+            args.out,
+            tokenizer=args.tokenizer,
+            config_overrides=overrides,
+            dtype=args.dtype,
+            shard_size=args.shard_size,
+        )
+    except (CheckpointFormatError, UnsafeCheckpointError, ConversionError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    shards = len(set(index["weight_map"].values()))
+    print(f"wrote {len(index['weight_map'])} tensors in {shards} shard(s) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -40,7 +40,7 @@ def build(kind: str, dtype: torch.dtype, device: str):
 
 def tokens_per_second(model, batch: int, prompt: int, new_tokens: int, repeats: int, device: str) -> float:
     ids = torch.randint(3, SIZES["vocab_size"], (batch, prompt), device=device)
-    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, use_cache=True)
+    kwargs = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False, "use_cache": True}
     with torch.no_grad():
         model.generate(ids, **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4})  # warm-up
         times = []

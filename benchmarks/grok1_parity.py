@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from grok1_reference import reference_forward, tiny_model  # noqa: E402
+from grok1_reference import reference_forward, tiny_model
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
         error = (logits - expected).abs().max().item()
         agree = (logits.argmax(-1) == expected.argmax(-1)).double().mean().item()
         print(
-            f"{str(dtype):15s} max |logit error| {error:.3e} ({error / spread:.2e} of the logit spread), "
+            f"{dtype!s:15s} max |logit error| {error:.3e} ({error / spread:.2e} of the logit spread), "
             f"argmax agreement {agree:.1%}"
         )
 

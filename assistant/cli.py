@@ -8,6 +8,8 @@ import sys
 from assistant.service import Assistant, DocumentNotFound
 from assistant.settings import Settings
 from assistant.types import Answer, Source, User
+from model import ModelLoadError
+from model.generators import GeneratorError
 from retrieval import InvalidGroupName, StoreLockedError
 from retrieval.embedding import ModelNotFound
 
@@ -118,7 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Assistant(Settings()) as assistant:
             return run(args, assistant)
-    except (StoreLockedError, ModelNotFound, InvalidGroupName, DocumentNotFound, FileNotFoundError, ValueError) as exc:
+    except (
+        StoreLockedError,
+        ModelNotFound,
+        ModelLoadError,
+        GeneratorError,
+        InvalidGroupName,
+        DocumentNotFound,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
         print(f"assistant: {exc}", file=sys.stderr)
         return 2
 

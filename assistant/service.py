@@ -1,5 +1,6 @@
 """The Assistant: the one object the CLI, the portal and the HTTP API talk to."""
 
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -8,6 +9,9 @@ from typing import Self
 from assistant import extractive
 from assistant.settings import Settings
 from assistant.types import Answer, DocumentInfo, Source, User
+from model.generators import Generator
+from model.generators import build as build_generator
+from model.prompt import Passage, build_prompt, passage_header
 from retrieval import ChunkStore, Ingestor, IngestReport
 from retrieval.chunking import Chunker
 from retrieval.embedding import LocalEmbedding
@@ -30,8 +34,14 @@ class Assistant:
         self.store = ChunkStore(self.settings, self.embedder.dimension)
         chunker = Chunker(self.embedder.count_tokens, self.settings.chunk_size, self.settings.chunk_overlap)
         self.ingestor = Ingestor(self.store, self.embedder, chunker, self.settings.embed_batch_size)
+        # Built on first use: loading a model takes seconds to minutes, and a command that only ingests needs none.
+        self._generator: Generator | None = None
+        self._generator_lock = threading.Lock()
 
     def close(self) -> None:
+        close_generator = getattr(self._generator, "close", None)
+        if close_generator is not None:
+            close_generator()
         self.store.close()
 
     def __enter__(self) -> Self:
@@ -78,24 +88,47 @@ class Assistant:
         *_, answer = self.stream(question, user, k)
         return answer
 
+    @property
+    def generator(self) -> Generator | None:
+        """The configured generator, built (its model loaded) once, on first use; None for extractive answers."""
+        if self.settings.generator == "extractive":
+            return None
+        with self._generator_lock:  # two first questions at once must not load the model twice
+            if self._generator is None:
+                self._generator = build_generator(self.settings)
+        return self._generator
+
     def stream(self, question: str, user: User, k: int = 5) -> Iterator[str | Answer]:
         """Yields the answer's text in pieces as it is produced, then the whole Answer."""
         started = time.perf_counter()
         sources = self.search(question, user, k)
         retrieved = time.perf_counter()
-        text = extractive.compose(question, sources, self.embedder.embed)
-        yield from text.splitlines(keepends=True)
+        # No source the user may read means nothing to answer from: the model is not asked, so it cannot answer
+        # from what it learned elsewhere (or from documents an adapter was trained on).
+        generator = self.generator if sources else None
+        first_piece = None
+        if generator is None:
+            text = extractive.compose(question, sources, self.embedder.embed)
+            yield from text.splitlines(keepends=True)
+            model, adapter = EXTRACTIVE_MODEL, None
+        else:
+            prompt = build_prompt(question, [Passage(passage_header(s.path, s.location), s.text) for s in sources])
+            pieces = []
+            for piece in generator.stream(prompt):
+                first_piece = first_piece or time.perf_counter()
+                pieces.append(piece)
+                yield piece
+            text = "".join(pieces).strip()
+            model, adapter = generator.name, generator.adapter
         done = time.perf_counter()
-        yield Answer(
-            text=text,
-            sources=sources,
-            model=EXTRACTIVE_MODEL,
-            timings={
-                "retrieve_ms": round((retrieved - started) * 1000, 1),
-                "generate_ms": round((done - retrieved) * 1000, 1),
-                "total_ms": round((done - started) * 1000, 1),
-            },
-        )
+        timings = {
+            "retrieve_ms": round((retrieved - started) * 1000, 1),
+            "generate_ms": round((done - retrieved) * 1000, 1),
+            "total_ms": round((done - started) * 1000, 1),
+        }
+        if first_piece is not None:
+            timings["first_token_ms"] = round((first_piece - started) * 1000, 1)
+        yield Answer(text=text, sources=sources, model=model, timings=timings, adapter=adapter)
 
 
 def _to_source(hit) -> Source:

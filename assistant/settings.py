@@ -10,15 +10,21 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from model.settings import GeneratorSettings
 from retrieval import RetrievalSettings
 
 CONFIG_FILE_VARIABLE = "ASSISTANT_CONFIG"
 
 
-class Settings(RetrievalSettings, BaseSettings):
+class Settings(RetrievalSettings, GeneratorSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASSISTANT_", extra="forbid")
 
     data_dir: Path = Path(".assistant")
+
+    @classmethod
+    def setting_name(cls, field: str) -> str:
+        # Errors about a missing or wrong setting name the variable the operator sets.
+        return f"{cls.model_config['env_prefix']}{field.upper()}"
 
     @classmethod
     def settings_customise_sources(

@@ -47,14 +47,18 @@ class Answer:
     sources: list[Source]
     model: str
     timings: dict[str, float] = field(default_factory=dict)
+    adapter: str | None = None  # the LoRA adapter the model answered with, if any
 
     def to_dict(self) -> dict:
-        return {
+        answer = {
             "answer": self.text,
             "sources": [s.to_dict() for s in self.sources],
             "model": self.model,
             "timings": self.timings,
         }
+        if self.adapter is not None:  # only then: answers without one keep the keys they always had
+            answer["adapter"] = self.adapter
+        return answer
 
 
 @dataclass(frozen=True)

@@ -9,3 +9,8 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 # Registers Grok-1 (model_type "grok-1") with transformers' Auto classes.
 from . import grok1  # noqa: F401
+
+# Any local model (Grok-1, DBRX, Mixtral, a GGUF file), optionally with a LoRA adapter.
+from .loading import ModelLoadError, load
+
+__all__ = ["ModelLoadError", "load"]

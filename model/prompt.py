@@ -1,0 +1,61 @@
+"""The prompt a generator answers: the question and the numbered passages it may use, nothing else.
+
+It lives in `model` (not `assistant`) so that every generator, in-process or behind a server, renders the same
+prompt; the assistant hands it plain passages (a header and a text), so `model` needs none of its types.
+One prompt has two renderings: system + user messages for chat models, and one plain text ending in "Answer:" for
+base models such as Grok-1, which only continue text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INSTRUCTION = (
+    "You answer questions from staff using only the numbered sources below. "
+    "Cite every source you use by its number in square brackets, like [1]. "
+    "If the sources do not contain the answer, say that they do not; never answer from anything else."
+)
+
+# A base model continuing the plain prompt tends to write the next "Question:" itself; cutting there keeps only
+# its answer. Chat models end their turn on their own, and these never occur in an answer worth keeping.
+PLAIN_STOPS = ("\nQuestion:", "\nSources:")
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One numbered source as the model sees it: `header` says where it is from (path, page or heading)."""
+
+    header: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Prompt:
+    question: str
+    passages: tuple[Passage, ...] = ()
+    instruction: str = INSTRUCTION
+
+    def sources_block(self) -> str:
+        return "\n\n".join(f"[{n}] {p.header}\n{p.text.strip()}" for n, p in enumerate(self.passages, 1))
+
+    def user_text(self) -> str:
+        return f"Sources:\n\n{self.sources_block()}\n\nQuestion: {self.question.strip()}"
+
+    def messages(self) -> list[dict[str, str]]:
+        """For chat models (a chat template, or an OpenAI-compatible server)."""
+        return [{"role": "system", "content": self.instruction}, {"role": "user", "content": self.user_text()}]
+
+    def plain(self) -> str:
+        """For base models: one text the model continues after "Answer:"."""
+        return f"{self.instruction}\n\n{self.user_text()}\n\nAnswer:"
+
+
+def build_prompt(question: str, passages: list[Passage] | tuple[Passage, ...]) -> Prompt:
+    if not question or not question.strip():
+        raise ValueError("the question is empty")
+    return Prompt(question=question, passages=tuple(passages))
+
+
+def passage_header(path: str, location: str | None = None) -> str:
+    """`path (p. 3)` or `path (Leave > Annual leave)`: what the model cites and the user can check."""
+    return f"{path} ({location})" if location else path

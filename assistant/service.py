@@ -12,7 +12,7 @@ from assistant.types import Answer, DocumentInfo, Source, User
 from model.generators import Generator
 from model.generators import build as build_generator
 from model.prompt import Passage, build_prompt, passage_header
-from retrieval import ChunkStore, Ingestor, IngestReport
+from retrieval import ChunkStore, DocumentRecord, Ingestor, IngestReport
 from retrieval.chunking import Chunker
 from retrieval.embedding import LocalEmbedding
 from retrieval.ingest import document_id
@@ -60,10 +60,7 @@ class Assistant:
         return self.ingestor.ingest(paths, groups=groups, prune=prune, progress=progress)
 
     def documents(self, user: User) -> list[DocumentInfo]:
-        return [
-            DocumentInfo(r.doc_id, r.path, r.groups, r.chunks, r.size, r.modified, r.ingested_at)
-            for r in self.store.list_documents(user.groups)
-        ]
+        return [_to_info(record) for record in self.store.list_documents(user.groups)]
 
     def delete(self, path_or_doc_id: str | Path) -> DocumentInfo:
         """Removes a document and all its chunks, named by its id or by its path."""
@@ -72,9 +69,7 @@ class Assistant:
         if record is None:
             raise DocumentNotFound(f"no document with id or path {key!r}: `assistant documents` lists them")
         self.store.delete_document(record)
-        return DocumentInfo(
-            record.doc_id, record.path, record.groups, record.chunks, record.size, record.modified, record.ingested_at
-        )
+        return _to_info(record)
 
     # --- questions -------------------------------------------------------------------------
 
@@ -129,6 +124,12 @@ class Assistant:
         if first_piece is not None:
             timings["first_token_ms"] = round((first_piece - started) * 1000, 1)
         yield Answer(text=text, sources=sources, model=model, timings=timings, adapter=adapter)
+
+
+def _to_info(record: DocumentRecord) -> DocumentInfo:
+    return DocumentInfo(
+        record.doc_id, record.path, record.groups, record.chunks, record.size, record.modified, record.ingested_at
+    )
 
 
 def _to_source(hit) -> Source:

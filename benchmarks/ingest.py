@@ -15,6 +15,7 @@ import time
 from scifact import CACHE, GROUP, write_corpus
 
 from assistant import Assistant, Settings
+from retrieval.ingest import embedding_text
 
 
 def main() -> None:
@@ -36,10 +37,7 @@ def main() -> None:
         points, offset, texts = None, None, []
         while True:
             points, offset = assistant.store.client.scroll(assistant.store.chunks, limit=1024, offset=offset)
-            texts += [
-                f"{p.payload['heading']}\n{p.payload['text']}" if p.payload["heading"] else p.payload["text"]
-                for p in points
-            ]
+            texts += [embedding_text(p.payload["text"], p.payload["heading"]) for p in points]
             if offset is None:
                 break
         started = time.perf_counter()

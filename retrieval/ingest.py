@@ -188,7 +188,7 @@ class Ingestor:
         # Marked first: from here on a crash leaves a record that tells the next run to redo it.
         self.store.put_documents([replace(item.record, status=WRITING) for item in pending])
         nodes = [node for item in pending for node in item.nodes]
-        vectors = self.embedder.embed([_embedding_text(node) for node in nodes])
+        vectors = self.embedder.embed([embedding_text(node.text, node.metadata.get("heading")) for node in nodes])
         for node, vector in zip(nodes, vectors, strict=True):
             node.embedding = vector
         self.store.upsert_chunks(nodes)
@@ -210,7 +210,7 @@ class Ingestor:
                 report.removed.append(record.path)
 
 
-def _embedding_text(node: TextNode) -> str:
-    # The heading tells the embedder what a terse passage is about ("27 days" under "Annual leave").
-    heading = node.metadata.get("heading")
-    return f"{heading}\n{node.text}" if heading else node.text
+def embedding_text(text: str, heading: str | None) -> str:
+    """What the embedder reads for a chunk: the heading tells it what a terse passage is about ("27 days" under
+    "Annual leave")."""
+    return f"{heading}\n{text}" if heading else text

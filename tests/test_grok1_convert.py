@@ -160,11 +160,11 @@ def test_missing_file_is_named(tmp_path, capsys):
     assert "tensor00040_000" in capsys.readouterr().err
 
 
-def test_missing_checkpoint_dir_and_int8(tmp_path, capsys):
+def test_missing_checkpoint_dir_and_unknown_dtype(tmp_path, capsys):
     assert convert_mod.main(["--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 1
     assert "does not exist" in capsys.readouterr().err
-    assert convert_mod.main(["--checkpoint", str(tmp_path), "--out", str(tmp_path / "o"), "--dtype", "int8"]) == 2
-    assert "not supported yet" in capsys.readouterr().err
+    assert convert_mod.main(["--checkpoint", str(tmp_path), "--out", str(tmp_path / "o"), "--dtype", "int4"]) == 1
+    assert "unknown dtype" in capsys.readouterr().err  # int8 is supported: see test_grok1_int8.py
 
 
 def test_wrong_shapes_and_config_mismatch(release, tmp_path, capsys):

@@ -35,6 +35,10 @@ class Grok1Config(PreTrainedConfig):
         initializer_range (`float`, defaults to 0.02): std of the normal initialisation of the matrices.
         use_cache (`bool`, defaults to `True`): whether the model returns its key/value cache.
         tie_word_embeddings (`bool`, defaults to `True`): the output projection is the input embedding matrix.
+        quantization (`str`, *optional*): `"int8"` when the checkpoint keeps the release's int8 matrices (attention
+            projections and experts) with bf16 scales, dequantised in forward; None for float weights.
+        quantization_blocks (`dict`, *optional*): with int8, the number of scale blocks along the input axis of
+            each matrix kind (`q_proj`, ..., `gate_up_proj`, `down_proj`); the release's when unset.
     """
 
     model_type = "grok-1"
@@ -62,6 +66,8 @@ class Grok1Config(PreTrainedConfig):
     bos_token_id: int | None = 1
     eos_token_id: int | list[int] | None = 2
     tie_word_embeddings: bool = True
+    quantization: str | None = None
+    quantization_blocks: dict | None = None
 
     def __post_init__(self, **kwargs):
         if self.num_key_value_heads is None:

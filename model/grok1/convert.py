@@ -1,11 +1,15 @@
 """Convert xAI's Grok-1 release checkpoint into a transformers model directory.
 
     python -m model.grok1.convert --checkpoint PATH/ckpt-0 --tokenizer PATH/tokenizer.model --out DIR \\
-        [--config config.json] [--dtype bfloat16|float32] [--shard-size 5GB]
+        [--config config.json] [--dtype bfloat16|float32|int8] [--shard-size 5GB]
 
 Writes `model-0000i-of-0000N.safetensors` + `model.safetensors.index.json`, `config.json` and the tokenizer. Tensors
 are read, dequantised and written one at a time, and each shard is written as soon as it fills, so memory stays at
 about one shard plus one layer's experts (never the whole 314B model).
+
+With `--dtype int8` the attention and expert matrices are written as the release's own int8 weights plus bf16
+scales (see model/grok1/int8.py; no dequantisation, a quarter of float32's size) and config.json says
+`"quantization": "int8"`; the norms, router and embeddings are written as bfloat16.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from safetensors.torch import save_file
 from .names import Target, release_to_ours, stack_gate_up, to_our_layout
 from .release import (
     CheckpointFormatError,
+    QuantizedWeight8bit,
     UnsafeCheckpointError,
     dequantize,
     num_layers_for_file_count,
@@ -32,6 +37,7 @@ from .release import (
 )
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+INT8 = "int8"
 DEFAULT_SHARD_SIZE = "5GB"
 
 # The released model (xai-org/grok-1 run.py); used when model.grok1.configuration is not importable.
@@ -177,7 +183,7 @@ def expected_release_shape(path: str, config: dict) -> tuple[int, ...]:
 
 
 def write_config(config: dict, out_dir: Path, dtype: str) -> None:
-    config = dict(config, torch_dtype=dtype)
+    config = dict(config, torch_dtype="bfloat16" if dtype == INT8 else dtype)
     try:
         from .configuration import Grok1Config
     except ImportError:
@@ -234,10 +240,50 @@ class ShardWriter:
         return index
 
 
-def iter_converted(checkpoint_dir: Path, config: dict, dtype: torch.dtype):
-    """Yield (our name, tensor in our layout) for every release tensor, in file order; gate+up are stacked."""
+def _is_quantized_target(target: Target) -> bool:
+    """Attention projections and experts stay int8 with --dtype int8; router, norms and embeddings do not."""
+    return target.kind in ("experts", "gate", "up") or (target.kind == "linear" and ".moe.router." not in target.name)
+
+
+def _matrix_kind(name: str) -> str:
+    """'model.layers.3.self_attn.q_proj.weight' -> 'q_proj'; '...moe.experts.down_proj' -> 'down_proj'."""
+    parts = name.split(".")
+    return parts[-2] if parts[-1] == "weight" else parts[-1]
+
+
+def _int8_in_our_layout(raw, path: str, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Release QuantizedWeight8bit -> (int8 weight, bf16 scale [..., out, blocks]) in our layout."""
+    if not isinstance(raw, QuantizedWeight8bit) or raw.weight.dtype != np.int8:
+        raise CheckpointFormatError(f"{path}: expected an int8 QuantizedWeight8bit for --dtype int8")
+    weight, scales = raw.weight, raw.scales
+    *lead, rows, cols = weight.shape
+    if tuple(scales.shape[:-2]) != tuple(lead) or scales.shape[-1] != cols or rows % scales.shape[-2]:
+        raise CheckpointFormatError(f"{path}: scales {scales.shape} do not fit weight {weight.shape}")
+    w = to_our_layout(torch.from_numpy(np.ascontiguousarray(weight)), kind)
+    s = to_our_layout(torch.from_numpy(scales.astype(np.float32)), kind).to(torch.bfloat16)
+    return w, s
+
+
+def _stack_scales(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """Stack gate/up scales [E, F, blocks]; differing block counts are expanded to the finer (a multiple)."""
+    blocks = max(gate.shape[-1], up.shape[-1])
+    parts = []
+    for part in (gate, up):
+        if blocks % part.shape[-1]:
+            raise CheckpointFormatError(f"gate/up scale blocks {gate.shape[-1]} and {up.shape[-1]} do not nest")
+        parts.append(part.repeat_interleave(blocks // part.shape[-1], dim=-1))
+    return stack_gate_up(*parts)
+
+
+def iter_converted(checkpoint_dir: Path, config: dict, dtype: torch.dtype | str):
+    """Yield (our name, tensor in our layout) for every release tensor, in file order; gate+up are stacked.
+
+    With dtype "int8", each quantised matrix `X` yields `X` (int8) and then `X_scale` (bf16 [..., out, blocks]).
+    """
+    int8 = dtype == INT8
+    float_dtype = torch.bfloat16 if int8 else dtype
     paths = release_param_paths(config["num_hidden_layers"])
-    halves: dict[str, dict[str, torch.Tensor]] = {}
+    halves: dict[str, dict[str, tuple[torch.Tensor, ...]]] = {}
     for index, path in enumerate(paths):
         raw = read_tensor(checkpoint_dir, index)
         want = expected_release_shape(path, config)
@@ -247,17 +293,24 @@ def iter_converted(checkpoint_dir: Path, config: dict, dtype: torch.dtype):
                 "for this config; check --config against the checkpoint"
             )
         target: Target = release_to_ours(path)
-        tensor = to_our_layout(torch.from_numpy(dequantize(raw, np.float32)), target.kind).to(dtype)
+        if int8 and _is_quantized_target(target):
+            tensors = _int8_in_our_layout(raw, path, target.kind)
+        else:
+            tensors = (to_our_layout(torch.from_numpy(dequantize(raw, np.float32)), target.kind).to(float_dtype),)
         del raw
         if target.kind in ("gate", "up"):
             # gate ("linear") and up ("linear_v") are separate files; hold the first until its partner arrives.
             parts = halves.setdefault(target.name, {})
-            parts[target.kind] = tensor
+            parts[target.kind] = tensors
             if len(parts) == 2:
-                yield target.name, stack_gate_up(parts["gate"], parts["up"])
+                yield target.name, stack_gate_up(parts["gate"][0], parts["up"][0])
+                if int8:
+                    yield target.name + "_scale", _stack_scales(parts["gate"][1], parts["up"][1])
                 del halves[target.name]
             continue
-        yield target.name, tensor
+        yield target.name, tensors[0]
+        if len(tensors) == 2:
+            yield target.name + "_scale", tensors[1]
     if halves:
         raise CheckpointFormatError(f"expert gate/up halves without a partner: {sorted(halves)}")
 
@@ -272,20 +325,25 @@ def convert_checkpoint(
     shard_size: str | int = DEFAULT_SHARD_SIZE,
 ) -> dict:
     """Convert the release at `checkpoint` (its ckpt-0 folder) into `out_dir`; returns the index JSON."""
-    if dtype == "int8":
-        raise NotImplementedError(
-            "--dtype int8 is not supported yet (int8 loading comes later); use bfloat16 or float32"
-        )
-    if dtype not in DTYPES:
-        raise ConversionError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if dtype not in (*DTYPES, INT8):
+        raise ConversionError(f"unknown dtype {dtype!r}; choose one of {', '.join((*DTYPES, INT8))}")
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     num_layers = count_layers(checkpoint)
     config = build_config(checkpoint, num_layers, config_overrides)
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter(out_dir, parse_size(shard_size))
-    for name, tensor in iter_converted(checkpoint, config, DTYPES[dtype]):
+    blocks: dict[str, int] = {}
+    for name, tensor in iter_converted(checkpoint, config, DTYPES.get(dtype, dtype)):
+        if name.endswith("_scale"):
+            kind = _matrix_kind(name.removesuffix("_scale"))
+            if blocks.setdefault(kind, tensor.shape[-1]) != tensor.shape[-1]:
+                raise CheckpointFormatError(
+                    f"{name} has {tensor.shape[-1]} scale blocks but earlier {kind} matrices have {blocks[kind]}"
+                )
         writer.add(name, tensor)
     index = writer.finish()
+    if dtype == INT8:
+        config = dict(config, quantization=INT8, quantization_blocks=dict(sorted(blocks.items())))
     write_config(config, out_dir, dtype)
     if tokenizer is not None:
         from .tokenizer import convert_tokenizer
@@ -300,13 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", help="the release's tokenizer.model (SentencePiece)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--config", help="JSON whose fields override the release config")
-    parser.add_argument("--dtype", default="bfloat16", help="bfloat16 (default) or float32")
+    parser.add_argument(
+        "--dtype", default="bfloat16", help="bfloat16 (default), float32, or int8 (the release's int8 + scales)"
+    )
     parser.add_argument("--shard-size", default=DEFAULT_SHARD_SIZE, help="max bytes per shard, e.g. 5GB (default)")
     args = parser.parse_args(argv)
 
-    if args.dtype == "int8":
-        print("error: --dtype int8 is not supported yet (int8 loading comes later); use bfloat16", file=sys.stderr)
-        return 2
     try:
         overrides = json.loads(Path(args.config).read_text()) if args.config else None
         if args.tokenizer and not Path(args.tokenizer).is_file():

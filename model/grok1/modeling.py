@@ -26,6 +26,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_utils import PreTrainedModel
 
 from .configuration import Grok1Config
+from .int8 import Int8Linear, dequantize_int8, frozen, is_int8, make_linear, scale_blocks
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -109,10 +110,11 @@ class Grok1Attention(nn.Module):
         self.num_key_value_groups = self.num_heads // self.num_key_value_heads
         self.multiplier = config.attn_output_multiplier
         self.max_attn_value = config.max_attn_value
-        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=False)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=False)
+        q_dim, kv_dim = self.num_heads * self.head_dim, self.num_key_value_heads * self.head_dim
+        self.q_proj = make_linear(config, "q_proj", config.hidden_size, q_dim)
+        self.k_proj = make_linear(config, "k_proj", config.hidden_size, kv_dim)
+        self.v_proj = make_linear(config, "v_proj", config.hidden_size, kv_dim)
+        self.o_proj = make_linear(config, "o_proj", q_dim, config.hidden_size)
 
     def forward(
         self,
@@ -185,8 +187,29 @@ class Grok1Experts(nn.Module):
         self.num_experts = config.num_experts
         self.hidden_dim = config.hidden_size
         self.intermediate_dim = config.intermediate_size
-        self.gate_up_proj = nn.Parameter(torch.empty(self.num_experts, 2 * self.intermediate_dim, self.hidden_dim))
-        self.down_proj = nn.Parameter(torch.empty(self.num_experts, self.hidden_dim, self.intermediate_dim))
+        gate_up_shape = (self.num_experts, 2 * self.intermediate_dim, self.hidden_dim)
+        down_shape = (self.num_experts, self.hidden_dim, self.intermediate_dim)
+        # With config.quantization == "int8" the matrices stay Grok-1's int8 (+ bf16 scales, see int8.py) and each
+        # expert's are dequantised in forward, only for experts that received tokens.
+        self.quantized = is_int8(config)
+        if self.quantized:
+            gate_up_blocks, down_blocks = scale_blocks(config, "gate_up_proj"), scale_blocks(config, "down_proj")
+            self.gate_up_proj = frozen(gate_up_shape, torch.int8)
+            self.gate_up_proj_scale = frozen((*gate_up_shape[:2], gate_up_blocks), torch.bfloat16)
+            self.down_proj = frozen(down_shape, torch.int8)
+            self.down_proj_scale = frozen((*down_shape[:2], down_blocks), torch.bfloat16)
+        else:
+            self.gate_up_proj = nn.Parameter(torch.empty(gate_up_shape))
+            self.down_proj = nn.Parameter(torch.empty(down_shape))
+
+    def expert_weights(self, expert: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gate_up [2F, H], down [H, F]) of one expert, in `dtype` when int8."""
+        if not self.quantized:
+            return self.gate_up_proj[expert], self.down_proj[expert]
+        return (
+            dequantize_int8(self.gate_up_proj[expert], self.gate_up_proj_scale[expert], dtype),
+            dequantize_int8(self.down_proj[expert], self.down_proj_scale[expert], dtype),
+        )
 
     def forward(
         self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
@@ -208,8 +231,9 @@ class Grok1Experts(nn.Module):
                 continue
             rows = slice(start, start + count)
             start += count
-            gate, up = F.linear(routed[rows], self.gate_up_proj[expert]).chunk(2, dim=-1)
-            expert_out = F.linear(F.gelu(gate, approximate="tanh") * up, self.down_proj[expert])
+            gate_up_w, down_w = self.expert_weights(expert, routed.dtype)
+            gate, up = F.linear(routed[rows], gate_up_w).chunk(2, dim=-1)
+            expert_out = F.linear(F.gelu(gate, approximate="tanh") * up, down_w)
             expert_out = expert_out * gate_weights[rows, None].to(expert_out.dtype)
             output.index_add_(0, token_idx[rows], expert_out.to(output.dtype))
         return output
@@ -278,6 +302,8 @@ class Grok1PreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         std = self.config.initializer_range
+        if isinstance(module, Int8Linear) or (isinstance(module, Grok1Experts) and module.quantized):
+            return  # int8 weights only ever come from a checkpoint; nothing meaningful to initialise
         if isinstance(module, (nn.Linear, nn.Embedding)):
             init.normal_(module.weight, mean=0.0, std=std)
         elif isinstance(module, Grok1Experts):

@@ -30,7 +30,7 @@ def sentences(text: str) -> list[str]:
 
 
 def compose(
-    question: str,
+    question_vector: list[float],
     sources: list[Source],
     embed: Callable[[list[str]], list[list[float]]],
     max_sentences: int = 3,
@@ -39,8 +39,8 @@ def compose(
     candidates = [(number, s) for number, source in enumerate(sources, 1) for s in sentences(source.text)]
     if not candidates:
         return NO_ANSWER
-    vectors = np.asarray(embed([question] + [text for _, text in candidates]))
-    similarity = vectors[1:] @ vectors[0]  # the embedder returns unit vectors
+    # The question's vector is the one the search already made; the embedder returns unit vectors.
+    similarity = np.asarray(embed([text for _, text in candidates])) @ np.asarray(question_vector)
     chosen, seen = [], set()
     for index in np.argsort(-similarity):
         number, text = candidates[index]

@@ -74,9 +74,14 @@ class Assistant:
     # --- questions -------------------------------------------------------------------------
 
     def search(self, query: str, user: User, k: int = 10) -> list[Source]:
+        return self._search(self._embed_query(query), user, k)
+
+    def _embed_query(self, query: str) -> list[float]:
         if not query or not query.strip():
             raise ValueError("the query is empty")
-        vector = self.embedder.embed([query])[0]
+        return self.embedder.embed([query])[0]
+
+    def _search(self, vector: list[float], user: User, k: int) -> list[Source]:
         return [_to_source(hit) for hit in self.store.search(vector, user.groups, k)]
 
     def ask(self, question: str, user: User, k: int = 5) -> Answer:
@@ -96,14 +101,15 @@ class Assistant:
     def stream(self, question: str, user: User, k: int = 5) -> Iterator[str | Answer]:
         """Yields the answer's text in pieces as it is produced, then the whole Answer."""
         started = time.perf_counter()
-        sources = self.search(question, user, k)
+        question_vector = self._embed_query(question)
+        sources = self._search(question_vector, user, k)
         retrieved = time.perf_counter()
         # No source the user may read means nothing to answer from: the model is not asked, so it cannot answer
         # from what it learned elsewhere (or from documents an adapter was trained on).
         generator = self.generator if sources else None
         first_piece = None
         if generator is None:
-            text = extractive.compose(question, sources, self.embedder.embed)
+            text = extractive.compose(question_vector, sources, self.embedder.embed)
             yield from text.splitlines(keepends=True)
             model, adapter = EXTRACTIVE_MODEL, None
         else:

@@ -11,6 +11,6 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 from . import grok1  # noqa: F401
 
 # Any local model (Grok-1, DBRX, Mixtral, a GGUF file), optionally with a LoRA adapter.
-from .loading import ModelLoadError, load
+from .loading import ModelLoadError, load, load_adapter
 
-__all__ = ["ModelLoadError", "load"]
+__all__ = ["ModelLoadError", "load", "load_adapter"]

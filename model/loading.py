@@ -24,6 +24,7 @@ def load(
     device_map=None,
     adapter: str | Path | None = None,
     gguf_file: str | None = None,
+    quantization_config=None,
 ):
     """(model, tokenizer) from the local directory `path`, in eval mode.
 
@@ -42,6 +43,8 @@ def load(
         model_options["dtype"] = dtype
     if device_map is not None:
         model_options["device_map"] = device_map
+    if quantization_config is not None:  # e.g. bitsandbytes 4-bit for QLoRA
+        model_options["quantization_config"] = quantization_config
     loaded = _load_model(path, model_options)
     if gguf_file and not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = gguf_chat_template(path / gguf_file)
@@ -125,19 +128,24 @@ def _with_adapter(base, adapter: Path, path: Path):
     if not config_file.is_file():
         raise ModelLoadError(f"{adapter} has no adapter_config.json, so it is not a PEFT adapter directory")
     try:
-        from peft import PeftModel
-    except ImportError as error:
-        raise ModelLoadError(
-            "loading an adapter needs the peft package: pip install -c constraints.txt peft"
-        ) from error
-    try:
-        return PeftModel.from_pretrained(base, adapter, is_trainable=False)
+        return load_adapter(base, adapter)
     except Exception as error:  # shape mismatches (RuntimeError), modules the base lacks (ValueError), bad files
         trained_on = _adapter_base(config_file)
         raise ModelLoadError(
             f"adapter {adapter} does not fit the model in {path}: {type(error).__name__}: {_brief(error)}. "
             f"An adapter loads only on the base model it was trained on{trained_on}"
         ) from error
+
+
+def load_adapter(model, adapter_dir: str | Path, is_trainable: bool = False):
+    """`model` with the PEFT adapter in `adapter_dir` on top; places LoRA on int8 Grok-1 layers too."""
+    from peft import PeftConfig, PeftModel
+
+    from .grok1.int8_lora import register_int8_layers
+
+    config = PeftConfig.from_pretrained(adapter_dir)
+    register_int8_layers(config)
+    return PeftModel.from_pretrained(model, adapter_dir, config=config, is_trainable=is_trainable)
 
 
 def _adapter_base(config_file: Path) -> str:

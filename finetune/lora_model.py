@@ -1,0 +1,152 @@
+"""The frozen base model with LoRA attached, and the facts about an adapter that tie it to its base.
+
+An adapter records a fingerprint of the base it was trained on (the sha256 of the base's config.json and weight
+index), so loading it on another model is a clear error up front instead of a shape mismatch deep in PEFT, or worse,
+a silent fit on a same-shaped but different model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from model import ModelLoadError
+from model import load as load_model
+
+from .config import ConfigError, LoraSection, ModelSection
+from .targets import peft_config, resolve
+
+log = logging.getLogger(__name__)
+
+TRAINING_INFO = "training.json"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def read_base_config(path: Path) -> dict:
+    """The base model's config.json, checked before any weight is read."""
+    config_file = Path(path) / "config.json"
+    if not Path(path).is_dir():
+        raise ConfigError(f"base model directory {path} does not exist: set model.path to a local model directory")
+    if not config_file.is_file():
+        raise ConfigError(
+            f"{path} has no config.json: model.path must be a transformers model directory (a Grok-1 release is "
+            "converted with `python -m model.grok1.convert` first)"
+        )
+    try:
+        return json.loads(config_file.read_text())
+    except ValueError as error:
+        raise ConfigError(f"{config_file} is not valid JSON: {error}") from error
+
+
+def max_positions(base_config: dict) -> int | None:
+    for key in ("max_position_embeddings", "max_seq_len", "n_positions"):
+        value = base_config.get(key) or (base_config.get("text_config") or {}).get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def base_fingerprint(path: Path) -> str:
+    """sha256 of the files that define the base: config.json and the safetensors index (or the single file's size)."""
+    path = Path(path)
+    digest = hashlib.sha256((path / "config.json").read_bytes())
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        digest.update(index.read_bytes())
+    for weights in sorted(path.glob("*.safetensors")):
+        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    return digest.hexdigest()
+
+
+def load_base(section: ModelSection, for_training: bool, gradient_checkpointing: bool = False):
+    """(model, tokenizer) of the frozen base, in the section's dtype or 4-bit (QLoRA)."""
+    options = {"dtype": _DTYPES[section.dtype]}
+    if section.quantization == "nf4":
+        options.update(_nf4_options(section))
+    try:
+        model, tokenizer = load_model(section.path, **options)
+    except ModelLoadError as error:
+        raise ConfigError(str(error)) from error
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    if for_training:
+        model.train()
+        model.config.use_cache = False  # a KV cache is dead weight in a training forward
+        if gradient_checkpointing:
+            # Non-reentrant checkpointing: the frozen inputs need no requires_grad trick, and it works under FSDP.
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, tokenizer
+
+
+def _nf4_options(section: ModelSection) -> dict:
+    import importlib.util
+
+    if not torch.cuda.is_available():
+        raise ConfigError("model.quantization=nf4 (QLoRA) needs a CUDA GPU; on CPU use quantization none")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("model.quantization=nf4 (QLoRA) needs bitsandbytes: pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    compute = _DTYPES[section.dtype] if section.dtype != "float32" else torch.bfloat16
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute, bnb_4bit_use_double_quant=True
+    )
+    return {"quantization_config": quantization, "device_map": {"": torch.cuda.current_device()}}
+
+
+def attach_lora(model, lora: LoraSection, base_config: dict):
+    """Wrap `model` with a fresh LoRA adapter; only LoRA weights train. Returns (peft model, resolved targets)."""
+    from peft import get_peft_model
+
+    from model.grok1.int8_lora import register_int8_layers
+
+    targets = resolve(lora, base_config)
+    if targets.note:
+        log.warning(targets.note)
+    config = peft_config(lora, targets)
+    register_int8_layers(config)
+    try:
+        peft_model = get_peft_model(model, config, autocast_adapter_dtype=lora.dtype == "float32")
+    except ValueError as error:
+        raise ConfigError(f"LoRA targets {targets.modules + targets.expert_parameters} do not fit: {error}") from error
+    if lora.dtype == "bfloat16":
+        for name, parameter in peft_model.named_parameters():
+            if "lora_" in name:
+                parameter.data = parameter.data.to(torch.bfloat16)
+    return peft_model, targets
+
+
+def trainable_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def write_training_info(adapter_dir: Path, info: dict) -> None:
+    (adapter_dir / TRAINING_INFO).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def check_adapter(adapter_dir: Path, base_dir: Path | None = None) -> tuple[dict, Path]:
+    """(training info, base directory) of an adapter, after checking it was trained on that base.
+
+    The base is `base_dir`, or the one the adapter records."""
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ConfigError(f"{adapter_dir} is not an adapter directory (no adapter_config.json)")
+    info_file = adapter_dir / TRAINING_INFO
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    if base_dir is None:
+        if "base_model" not in info:
+            raise ConfigError(f"{adapter_dir} does not record its base model: pass --base MODEL_DIR")
+        base_dir = Path(info["base_model"])
+    base_dir = Path(base_dir)
+    read_base_config(base_dir)
+    expected = info.get("base_fingerprint")
+    if expected and expected != base_fingerprint(base_dir):
+        raise ConfigError(
+            f"adapter {adapter_dir} was trained on the model at {info.get('base_model')} and does not belong to "
+            f"{base_dir} (their config or weights differ): pass the base it was trained on"
+        )
+    return info, base_dir

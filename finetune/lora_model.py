@@ -1,8 +1,7 @@
 """The frozen base model with LoRA attached, and the facts about an adapter that tie it to its base.
 
-An adapter records a fingerprint of the base it was trained on (the sha256 of the base's config.json and weight
-index), so loading it on another model is a clear error up front instead of a shape mismatch deep in PEFT, or worse,
-a silent fit on a same-shaped but different model.
+An adapter records the base it was trained on (its path, and a fingerprint of its config.json), so loading it on
+another model is a clear error up front instead of a shape mismatch deep in PEFT.
 """
 
 from __future__ import annotations
@@ -50,16 +49,20 @@ def max_positions(base_config: dict) -> int | None:
     return None
 
 
+# Keys that say how a model is stored, not which model it is: an adapter trained on the int8 conversion of a Grok-1
+# release fits its bf16 conversion, and vice versa.
+_STORAGE_KEYS = {"quantization", "quantization_blocks", "torch_dtype", "dtype", "transformers_version", "_name_or_path"}
+
+
 def base_fingerprint(path: Path) -> str:
-    """sha256 of the files that define the base: config.json and the safetensors index (or the single file's size)."""
-    path = Path(path)
-    digest = hashlib.sha256((path / "config.json").read_bytes())
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        digest.update(index.read_bytes())
-    for weights in sorted(path.glob("*.safetensors")):
-        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
-    return digest.hexdigest()
+    """sha256 of the base's config.json without its storage keys: same architecture and sizes, same fingerprint.
+
+    Weights are not hashed (hundreds of GB); a same-shaped but different model is told apart only by the base path
+    training.json records, which eval and merge print.
+    """
+    config = read_base_config(Path(path))
+    identity = {key: value for key, value in config.items() if key not in _STORAGE_KEYS}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def load_base(section: ModelSection, for_training: bool, gradient_checkpointing: bool = False):

@@ -58,7 +58,7 @@ def build(settings: GeneratorSettings) -> Generator | None:
         stop=PLAIN_STOPS,
         temperature=settings.temperature,
         name=name,
-        adapter=settings.adapter.name if settings.adapter else None,
+        adapter=str(settings.adapter) if settings.adapter else None,
     )
 
 

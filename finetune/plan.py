@@ -591,7 +591,11 @@ def _halvings(start: int, floor: int) -> list[int]:
 
 
 def _sharding_text(sharding: Sharding) -> str:
-    return {"zero3": "ZeRO-3 full shard", "zero3-offload": "ZeRO-3 + CPU offload", "none": "no sharding"}[sharding]
+    return {
+        "zero3": "FSDP full shard (ZeRO-3)",
+        "zero3-offload": "full shard + CPU offload",
+        "none": "no sharding",
+    }[sharding]
 
 
 def _count(n: float) -> str:

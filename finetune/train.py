@@ -1,6 +1,6 @@
 """The LoRA training recipe, top to bottom: check, load, adapt, train, checkpoint, evaluate, save.
 
-One code path for one CPU process, one GPU, or `accelerate launch` over many GPUs (DDP, FSDP, DeepSpeed ZeRO-3):
+One code path for one CPU process, one GPU, or `accelerate launch` / `torchrun` over many processes (DDP, FSDP):
 the data order is a function of (seed, step) alone and every process takes its share of each global batch, so the
 run trains the same adapter whatever the process count, and a resumed run continues exactly where it stopped.
 
@@ -99,6 +99,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, acce
     base_config, manifest = check(config)
     # cpu=True on a machine without CUDA makes accelerate see a multi-process launch as gloo DDP, not as NO.
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    _check_launch(acc)
     checkpoints = Checkpoints(config.output_dir / "checkpoints", config.train.keep_checkpoints, acc)
     latest = checkpoints.latest() if resume else None
     if resume and latest is None:
@@ -178,8 +179,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, acce
             loss_sum += loss.detach()
         grad_norm = None
         if config.optim.max_grad_norm is not None:
-            norm = acc.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
-            grad_norm = float(norm) if norm is not None else None  # DeepSpeed clips inside its engine
+            grad_norm = float(acc.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm))
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
@@ -245,6 +245,19 @@ def save_adapter(model, acc, config: TrainConfig, manifest: dict, eval_loss: flo
         )
     acc.wait_for_everyone()
     return adapter_dir
+
+
+def _check_launch(acc) -> None:
+    from accelerate import DistributedType
+
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        # ZeRO-3 shards like FSDP's full shard, but its checkpoints hold every rank's slice of the whole model,
+        # frozen base included (630 GB per checkpoint for Grok-1 in bf16), where FSDP's sharded state dict holds
+        # only the LoRA weights and their optimizer state.
+        raise ConfigError(
+            "DeepSpeed launches are not supported: use FSDP (finetune/configs/accelerate/fsdp-8gpu.yaml), which "
+            "shards the same way and checkpoints only the LoRA state"
+        )
 
 
 def _maybe_no_sync(acc, model, sync: bool):

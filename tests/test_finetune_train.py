@@ -331,3 +331,16 @@ def test_an_adapter_for_another_base_is_refused(trained, models, data, capsys):
     argv = ["eval", "--adapter", str(run / "adapter"), "--data", str(data), "--base", str(models["mixtral"])]
     assert cli.main(argv) == 2
     assert "does not belong to" in capsys.readouterr().err
+
+
+def test_shipped_configs_are_valid():
+    configs = sorted((ROOT / "finetune" / "configs").glob("*.yaml"))
+    assert len(configs) >= 3
+    for path in configs:
+        config = load_config(path)
+        assert config.train.max_steps > config.optim.warmup_steps, path
+    fsdp = yaml.safe_load((ROOT / "finetune" / "configs" / "accelerate" / "fsdp-8gpu.yaml").read_text())
+    assert fsdp["num_processes"] == 8 and fsdp["distributed_type"] == "FSDP"
+    assert fsdp["fsdp_config"]["fsdp_reshard_after_forward"] is True, "full shard"
+    assert fsdp["fsdp_config"]["fsdp_activation_checkpointing"] is True
+    assert "Grok1DecoderLayer" in fsdp["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"]

@@ -11,6 +11,7 @@ gradient averaging of DDP/FSDP divides away again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -48,7 +49,7 @@ class TrainResult:
     final_loss: float
     eval_loss: float | None
     tokens_per_second: float
-    peak_memory_bytes: int | None
+    peak_memory_bytes: int  # GPU memory allocated at peak, or the process's peak RSS on CPU
     model: object = None  # the trained PEFT model, for a caller in the same process (tests, benchmarks)
 
 
@@ -110,7 +111,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, acce
             "another output_dir"
         )
     if latest is not None:
-        _check_same_run(config, latest)
+        _check_same_run(config, manifest, latest)
 
     train_data = load_split(config.data, "train")
     eval_data = load_split(config.data, "eval")
@@ -152,9 +153,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, acce
     if acc.is_main_process:
         (config.output_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
-    world = acc.num_processes
     per_process = config.train.micro_batch * config.train.grad_accum
-    order = DataOrder(len(train_data), per_process * world, config.train.seed)
+    order = DataOrder(len(train_data), per_process * acc.num_processes, config.train.seed)
     bar = tqdm(
         total=config.train.max_steps,
         initial=start,
@@ -165,21 +165,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, acce
     started, tokens_seen, loss_value, eval_loss = time.perf_counter(), 0, float("nan"), None
     for step in range(start, config.train.max_steps):
         global_ids = order.batch(step)
-        global_tokens = scored(train_data.labels[global_ids])
-        mine = global_ids[acc.process_index :: world]  # this process's share of the global batch
-        loss_sum = torch.zeros((), device=acc.device)
-        micro_batches = mine.split(config.train.micro_batch)
-        for index, ids in enumerate(micro_batches):
-            input_ids = train_data.input_ids[ids].to(acc.device)
-            labels = train_data.labels[ids].to(acc.device)
-            sync = index == len(micro_batches) - 1
-            with _maybe_no_sync(acc, model, sync):
-                loss = token_loss_sum(model, input_ids, labels)
-                acc.backward(loss * world / max(global_tokens, 1))
-            loss_sum += loss.detach()
-        grad_norm = None
-        if config.optim.max_grad_norm is not None:
-            grad_norm = float(acc.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm))
+        loss_sum, global_tokens, grad_norm = _step(model, train_data, global_ids, config, acc)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
@@ -206,7 +192,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, acce
         logger.write({"step": config.train.max_steps, "eval_loss": eval_loss, "eval_perplexity": math.exp(eval_loss)})
     adapter_dir = save_adapter(model, acc, config, manifest, eval_loss)
     elapsed = time.perf_counter() - started
-    peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+    peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else _peak_rss()
     logger.close()
     return TrainResult(
         adapter_dir,
@@ -217,6 +203,27 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, acce
         peak,
         acc.unwrap_model(model),
     )
+
+
+def _step(model, data, global_ids: torch.Tensor, config: TrainConfig, acc) -> tuple[torch.Tensor, int, float | None]:
+    """Forward and backward over this process's share of one global batch, in micro-batches; gradients are
+    all-reduced once, on the last. Returns (this process's summed token loss, the global batch's scored tokens,
+    the gradient norm before clipping)."""
+    world = acc.num_processes
+    global_tokens = scored(data.labels[global_ids])
+    micro_batches = global_ids[acc.process_index :: world].split(config.train.micro_batch)
+    loss_sum = torch.zeros((), device=acc.device)
+    for index, ids in enumerate(micro_batches):
+        input_ids, labels = data.input_ids[ids].to(acc.device), data.labels[ids].to(acc.device)
+        last = index == len(micro_batches) - 1
+        with contextlib.nullcontext() if last else acc.no_sync(model):
+            loss = token_loss_sum(model, input_ids, labels)
+            acc.backward(loss * world / max(global_tokens, 1))
+        loss_sum += loss.detach()
+    grad_norm = None
+    if config.optim.max_grad_norm is not None:
+        grad_norm = float(acc.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm))
+    return loss_sum, global_tokens, grad_norm
 
 
 def save_adapter(model, acc, config: TrainConfig, manifest: dict, eval_loss: float | None) -> Path:
@@ -260,11 +267,11 @@ def _check_launch(acc) -> None:
         )
 
 
-def _maybe_no_sync(acc, model, sync: bool):
-    """Gradients are all-reduced once per optimizer step, on its last micro-batch."""
-    import contextlib
+def _peak_rss() -> int:
+    """This process's peak resident memory in bytes (Linux reports KiB)."""
+    import resource
 
-    return contextlib.nullcontext() if sync else acc.no_sync(model)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _manifest_hash(manifest: dict) -> str:
@@ -273,9 +280,15 @@ def _manifest_hash(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
 
-def _check_same_run(config: TrainConfig, checkpoint: Path) -> None:
-    """A resumed run must be the run that wrote the checkpoint; only its length may grow."""
-    saved = _flatten(json.loads((checkpoint / "state.json").read_text())["config"])
+def _check_same_run(config: TrainConfig, manifest: dict, checkpoint: Path) -> None:
+    """A resumed run must be the run that wrote the checkpoint, on the same data; only its length may grow."""
+    state = json.loads((checkpoint / "state.json").read_text())
+    if state.get("dataset_sha256") != _manifest_hash(manifest):
+        raise ConfigError(
+            f"--resume: the dataset in {config.data} changed since {checkpoint} was written (prepared again?), so "
+            "the run cannot continue with the same data order: start a new output_dir"
+        )
+    saved = _flatten(state["config"])
     current = _flatten(config.to_dict())
     changed = sorted(key for key in saved.keys() | current.keys() if saved.get(key) != current.get(key))
     changed = [key for key in changed if key != "train.max_steps"]

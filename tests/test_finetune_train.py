@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from finetune import cli
 from finetune import train as train_mod
 from finetune.checkpoint import CheckpointError
 from finetune.config import ConfigError, load_config
-from finetune.dataset import pack, write_dataset
+from finetune.dataset import Packed, load_split, pack, write_dataset
 from finetune.train import train
 from model import load
 
@@ -208,7 +209,22 @@ def test_resume_refuses_a_changed_config(models, data, tmp_path):
     with pytest.raises(ConfigError, match="lora.rank"):
         train(config_for(models["grok-1"], data, run, "train.max_steps=6", "lora.rank=4"), resume=True)
     train(config_for(models["grok-1"], data, run, "train.max_steps=6"), resume=True, progress=False)
-    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000003", "step-00000006"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000003", "step-00000006"]
+
+
+def test_resume_refuses_a_dataset_prepared_again(models, data, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    run = tmp_path / "run"
+    train(config_for(models["grok-1"], copy, run, "train.max_steps=3"), progress=False)
+    packed = load_split(copy, "train")
+    write_dataset(
+        copy,
+        {"train": Packed(packed.input_ids[1:], packed.labels[1:]), "eval": load_split(copy, "eval")},
+        {"seq_len": SEQ_LEN},
+    )
+    with pytest.raises(ConfigError, match="dataset .* changed"):
+        train(config_for(models["grok-1"], copy, run, "train.max_steps=6"), resume=True)
 
 
 def test_a_disk_that_fills_mid_checkpoint_keeps_the_last_good_one(models, data, tmp_path, monkeypatch):

@@ -66,7 +66,7 @@ def pack(examples: Iterable[tuple[list[int], list[int]]], seq_len: int, pad_id: 
     return Packed(torch.tensor(ids).view(-1, seq_len), torch.tensor(labels).view(-1, seq_len))
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -88,7 +88,7 @@ def write_dataset(out_dir: str | Path, splits: dict[str, Packed], manifest: dict
         manifest["splits"][name] = {
             "sequences": len(packed),
             "scored_tokens": packed.scored_tokens,
-            "sha256": _sha256(path),
+            "sha256": sha256_file(path),
         }
     tmp = out_dir / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -117,7 +117,7 @@ def load_split(data_dir: str | Path, name: str, verify: bool = True) -> Packed:
     path = data_dir / f"{name}.safetensors"
     if not path.is_file():
         raise DatasetError(f"{path} is missing: re-run `finetune prepare`")
-    if verify and _sha256(path) != manifest["splits"][name]["sha256"]:
+    if verify and sha256_file(path) != manifest["splits"][name]["sha256"]:
         raise DatasetError(f"{path} does not match its manifest (changed or partly written): re-run `finetune prepare`")
     tensors = load_file(path)
     packed = Packed(tensors["input_ids"].long(), tensors["labels"].long())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from llama_index.core import Document as Section
 
+from finetune.dataset import sha256_file
 from retrieval.ingest import document_id
 from retrieval.loaders import SUPPORTED_SUFFIXES, LoadError, load
 from retrieval.settings import RetrievalSettings
@@ -105,14 +106,6 @@ def find_files(roots: Iterable[Path]) -> tuple[list[Path], list[Problem], list[P
         else:
             failed.append(Problem(str(root), "no such file or directory"))
     return list(files.values()), skipped, failed
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def document_text(sections: list[Section]) -> str:

@@ -44,50 +44,32 @@ def write_tokenizer(directory: Path, vocab_size: int = VOCAB):
     return fast
 
 
+SHAPE = {
+    "vocab_size": VOCAB,
+    "hidden_size": 32,
+    "intermediate_size": 48,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "num_experts_per_tok": 2,
+    "max_position_embeddings": 256,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "initializer_range": 0.1,  # wide enough that a few dozen LoRA steps visibly move the loss
+}
+
+
 def grok1_config(**overrides):
     from model.grok1 import Grok1Config
 
-    values = {
-        "vocab_size": VOCAB,
-        "hidden_size": 32,
-        "intermediate_size": 48,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "num_experts": 4,
-        "num_experts_per_tok": 2,
-        "max_position_embeddings": 256,
-        "embedding_multiplier_scale": 1.0,
-        "pad_token_id": 0,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-        "initializer_range": 0.1,  # wide enough that a few dozen LoRA steps visibly move the loss
-    }
-    values.update(overrides)
-    return Grok1Config(**values)
+    return Grok1Config(**{**SHAPE, "num_experts": 4, "embedding_multiplier_scale": 1.0, **overrides})
 
 
 def mixtral_config(**overrides):
     from transformers import MixtralConfig
 
-    values = {
-        "vocab_size": VOCAB,
-        "hidden_size": 32,
-        "intermediate_size": 48,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "num_local_experts": 4,
-        "num_experts_per_tok": 2,
-        "max_position_embeddings": 256,
-        "pad_token_id": 0,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-        "tie_word_embeddings": False,
-        "initializer_range": 0.1,
-    }
-    values.update(overrides)
-    return MixtralConfig(**values)
+    return MixtralConfig(**{**SHAPE, "num_local_experts": 4, "tie_word_embeddings": False, **overrides})
 
 
 def write_model(directory: str | Path, kind: str = "grok-1", seed: int = 0, dtype=torch.float32, **overrides) -> Path:

@@ -98,6 +98,8 @@ def _nf4_options(section: ModelSection) -> dict:
     quantization = BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute, bnb_4bit_use_double_quant=True
     )
+    # bitsandbytes quantises nn.Linear layers only; fused 3-D expert stacks (Grok-1, Mixtral) stay in `compute`.
+    log.warning("QLoRA: attention and dense layers load in 4-bit; fused expert parameters stay in %s", compute)
     return {"quantization_config": quantization, "device_map": {"": torch.cuda.current_device()}}
 
 

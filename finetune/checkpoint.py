@@ -73,28 +73,29 @@ class Checkpoints:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
         acc.wait_for_everyone()
+        cause = None
         try:
             model_state, optim_state = get_state_dict(model, optimizer, options=TRAINABLE_ONLY)
             dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=partial)
             torch.save(_rng_state(), partial / f"rng-{acc.process_index}.pt")
-            failed = torch.tensor(0)
+            if acc.is_main_process:
+                state = {"step": step, "scheduler": scheduler.state_dict(), **meta}
+                _write_durably(partial / STATE, json.dumps(state, indent=2))
         except OSError as error:
-            failed = torch.tensor(1)
             cause = error
         # Every process must agree before the rename, or one rank's full disk would publish a torn checkpoint.
-        if int(acc.reduce(failed.to(acc.device), reduction="sum")):
+        failed = torch.tensor(int(cause is not None), device=acc.device)
+        if int(acc.reduce(failed, reduction="sum")):
             if acc.is_main_process:
                 shutil.rmtree(partial, ignore_errors=True)
             previous = self.latest()
-            reason = _disk_reason(cause) if failed else "another process failed to write its part"
+            reason = _disk_reason(cause) if cause else "another process failed to write its part"
             raise CheckpointError(
                 f"could not write the checkpoint at step {step} in {self.root}: {reason}. "
                 f"The last good checkpoint is {previous.name if previous else 'none'}; free space and resume "
                 "with --resume"
             )
         if acc.is_main_process:
-            state = {"step": step, "scheduler": scheduler.state_dict(), **meta}
-            _write_durably(partial / STATE, json.dumps(state, indent=2))
             os.replace(partial, final)
             _fsync_dir(self.root)
             for old in self.complete()[: -self.keep]:

@@ -15,6 +15,8 @@ import contextlib
 import json
 import logging
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import Checkpoints, check_disk
+from .checkpoint import CheckpointError, Checkpoints, check_disk
 from .config import ConfigError, TrainConfig
 from .dataset import load_split, read_manifest
 from .evaluate import evaluate_loss, scored, token_loss_sum
@@ -162,8 +164,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, acce
         unit="step",
         dynamic_ncols=True,
     )
-    started, tokens_seen, loss_value, eval_loss = time.perf_counter(), 0, float("nan"), None
+    # Throughput counts training steps only: evaluations and checkpoints are timed out of it.
+    train_seconds, tokens_seen, loss_value, eval_loss = 0.0, 0, float("nan"), None
     for step in range(start, config.train.max_steps):
+        step_started = time.perf_counter()
         global_ids = order.batch(step)
         loss_sum, global_tokens, grad_norm = _step(model, train_data, global_ids, config, acc)
         lr = scheduler.get_last_lr()[0]
@@ -173,10 +177,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, acce
 
         loss_value = float(acc.reduce(loss_sum, reduction="sum")) / max(global_tokens, 1)
         tokens_seen += int(global_ids.numel() * train_data.input_ids.shape[1])
-        elapsed = time.perf_counter() - started
+        train_seconds += time.perf_counter() - step_started
         done = step + 1
         record = {"step": done, "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens": tokens_seen}
-        record["tokens_per_s"] = tokens_seen / elapsed if elapsed else None
+        record["tokens_per_s"] = tokens_seen / train_seconds if train_seconds else None
         if config.train.eval_every and done % config.train.eval_every == 0 and done < config.train.max_steps:
             record["eval_loss"] = eval_loss = evaluate_loss(model, eval_data, config.train.micro_batch, acc)
         logger.write(record)
@@ -191,7 +195,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, acce
         eval_loss = evaluate_loss(model, eval_data, config.train.micro_batch, acc)
         logger.write({"step": config.train.max_steps, "eval_loss": eval_loss, "eval_perplexity": math.exp(eval_loss)})
     adapter_dir = save_adapter(model, acc, config, manifest, eval_loss)
-    elapsed = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else _peak_rss()
     logger.close()
     return TrainResult(
@@ -199,7 +202,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, acce
         config.train.max_steps,
         loss_value,
         eval_loss,
-        tokens_seen / max(elapsed, 1e-9),
+        tokens_seen / max(train_seconds, 1e-9),
         peak,
         acc.unwrap_model(model),
     )
@@ -236,22 +239,35 @@ def save_adapter(model, acc, config: TrainConfig, manifest: dict, eval_loss: flo
         model, options=StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
     )
     if acc.is_main_process:
-        peft_model = acc.unwrap_model(model)
-        peft_model.save_pretrained(adapter_dir, state_dict=state)
-        write_training_info(
-            adapter_dir,
-            {
-                "base_model": str(config.model.path),
-                "base_fingerprint": base_fingerprint(config.model.path),
-                "dataset": str(config.data),
-                "dataset_sha256": _manifest_hash(manifest),
-                "steps": config.train.max_steps,
-                "eval_loss": eval_loss,
-                "config": config.to_dict(),
-            },
-        )
+        # Written beside and renamed into place: a full disk never leaves a directory that looks like an adapter.
+        partial = adapter_dir.with_name(adapter_dir.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            acc.unwrap_model(model).save_pretrained(partial, state_dict=state)
+            write_training_info(partial, _training_info(config, manifest, eval_loss))
+        except OSError as error:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise CheckpointError(
+                f"could not write the adapter to {adapter_dir}: {error.strerror or error}. The last checkpoint is "
+                "complete: free space and run again with --resume to write it"
+            ) from error
+        shutil.rmtree(adapter_dir, ignore_errors=True)
+        os.replace(partial, adapter_dir)
     acc.wait_for_everyone()
     return adapter_dir
+
+
+def _training_info(config: TrainConfig, manifest: dict, eval_loss: float | None) -> dict:
+    """What ties an adapter to its base and data (training.json)."""
+    return {
+        "base_model": str(config.model.path),
+        "base_fingerprint": base_fingerprint(config.model.path),
+        "dataset": str(config.data),
+        "dataset_sha256": _manifest_hash(manifest),
+        "steps": config.train.max_steps,
+        "eval_loss": eval_loss,
+        "config": config.to_dict(),
+    }
 
 
 def _check_launch(acc) -> None:
@@ -268,7 +284,17 @@ def _check_launch(acc) -> None:
 
 
 def _peak_rss() -> int:
-    """This process's peak resident memory in bytes (Linux reports KiB)."""
+    """This process's own peak resident memory in bytes.
+
+    /proc's VmHWM rather than getrusage: ru_maxrss survives execve, so a worker started by a heavier parent
+    (accelerate launch, a test runner) would report the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -330,7 +330,7 @@ def test_the_assistant_runs_a_local_model_directory_with_an_adapter(make_assista
 
     *pieces, answer = assistant.stream("How many days of annual leave?", User("ana", ("staff",)))
 
-    assert (answer.model, answer.adapter) == ("tiny-grok", "hr-lora") and len(answer.sources) == 1
+    assert (answer.model, answer.adapter) == ("tiny-grok", str(tmp_path / "hr-lora")) and len(answer.sources) == 1
     assert isinstance(assistant.generator.model, PeftModel) and not assistant.generator.uses_chat_template
     assert answer.text == "".join(pieces).strip() and 0 < assistant.generator.last_completion_tokens <= 6
 

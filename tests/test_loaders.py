@@ -315,6 +315,10 @@ class TestPlainText:
         with pytest.raises(LoadError, match="no text"):
             load(write(tmp_path / "blank.txt", "  \n\t\n"))
 
+    def test_a_page_of_front_matter_alone_says_so(self, tmp_path):
+        with pytest.raises(LoadError, match="only front matter"):
+            load(write(tmp_path / "moved.md", "---\ntitle: Travel\nredirect_to: /travel/\n---\n\n"))
+
 
 class TestCsv:
     def test_rows_name_their_columns(self, tmp_path):

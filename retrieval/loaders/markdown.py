@@ -19,6 +19,8 @@ from .decoding import decode_text
 from .sections import HeadingTrail, Section, to_documents
 
 NO_TEXT_REASON = "no text: the Markdown file holds only whitespace"
+# A page of front matter alone (a redirect, a stub) is not empty, it just has nothing to read.
+FRONT_MATTER_ONLY_REASON = "no text: the Markdown file holds only front matter (a redirect or stub page)"
 
 _FRONT_MATTER_FENCE = "---"
 _FRONT_MATTER_END = ("---", "...")
@@ -47,7 +49,8 @@ def load_markdown(path: Path) -> list[Document]:
         trail.enter(heading.level, heading.title)
         position = heading.end_line
     sections.append(_section(lines, position, len(lines), trail))
-    return to_documents(sections, empty_reason=NO_TEXT_REASON)
+    reason = FRONT_MATTER_ONLY_REASON if body_start and text.strip() else NO_TEXT_REASON
+    return to_documents(sections, empty_reason=reason)
 
 
 def _section(lines: list[str], start: int, end: int, trail: HeadingTrail) -> Section:

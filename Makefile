@@ -4,8 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= .assistant
 SAMPLE_QUESTION ?= How many days of annual leave do employees get?
+# The portal listens where the assistant's settings say (loopback unless set): a TLS proxy goes in front of it.
+PORTAL_ADDRESS ?= $(or $(ASSISTANT_PORTAL_ADDRESS),127.0.0.1)
+PORTAL_PORT ?= $(or $(ASSISTANT_PORTAL_PORT),8501)
 
-.PHONY: run test install samples clean
+.PHONY: run test install browser samples clean
 
 # torch goes in first, pinned by constraints.txt, so no later dependency range can pull a
 # newer (CUDA, several GB) build; a GPU host gets the CUDA build of the same version.
@@ -26,9 +29,31 @@ run: install
 	ASSISTANT_DATA_DIR=$(DATA_DIR) $(BIN)/assistant ingest samples/security --group security
 	ASSISTANT_DATA_DIR=$(DATA_DIR) $(BIN)/assistant ingest samples/hr --group hr
 	ASSISTANT_DATA_DIR=$(DATA_DIR) $(BIN)/assistant ask "$(SAMPLE_QUESTION)" --user demo --group staff
+	@# A first account to sign in with, only while there is none: a random demo password, printed once.
+	@if [ -z "$$(ASSISTANT_DATA_DIR=$(DATA_DIR) $(BIN)/assistant users list)" ]; then \
+		password="$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(12))')" && \
+		echo "$$password" | ASSISTANT_DATA_DIR=$(DATA_DIR) $(BIN)/assistant users add demo \
+			--group admin --group staff --password-stdin && \
+		echo "DEMO CREDENTIAL, for trying the portal only: name demo, password $$password" && \
+		echo "  (set a real one with: ASSISTANT_DATA_DIR=$(DATA_DIR) $(BIN)/assistant users add demo --group admin)"; \
+	fi
+	ASSISTANT_DATA_DIR=$(DATA_DIR) $(BIN)/streamlit run ui/app.py \
+		--server.address $(PORTAL_ADDRESS) --server.port $(PORTAL_PORT)
 
-test: install
+test: install browser
 	$(BIN)/pytest -q
+
+# The portal's browser test drives Debian's headless chromium. Installed here where apt may (root, or sudo without
+# a password); where it cannot be, that one test skips and says why, and the rest of the suite runs.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then apt=apt-get; elif sudo -n true 2>/dev/null; then apt="sudo -n apt-get"; fi; \
+		if [ -n "$$apt" ]; then \
+			$$apt install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+			{ $$apt update -q >/dev/null 2>&1 && $$apt install -y -q chromium chromium-driver >/dev/null 2>&1; } || \
+			echo "chromium could not be installed: the portal's browser test will skip"; \
+		else echo "no root to install chromium: the portal's browser test will skip"; fi; \
+	fi
 
 # Regenerates the PDF / DOCX / HTML samples from their Markdown sources.
 samples: install

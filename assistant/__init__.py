@@ -1,10 +1,13 @@
 """The on-prem assistant: ingest documents, ask questions, get answers with sources.
 
 from assistant import Assistant, Settings, User
+
+assistant.users (portal accounts), assistant.audit (the audit log) and assistant.runs (fine-tuning runs) are
+imported by name where needed.
 """
 
 from assistant.service import Assistant, DocumentNotFound
 from assistant.settings import Settings
-from assistant.types import Answer, DocumentInfo, Source, User
+from assistant.types import Answer, DocumentInfo, Health, Source, User
 
-__all__ = ["Answer", "Assistant", "DocumentInfo", "DocumentNotFound", "Settings", "Source", "User"]
+__all__ = ["Answer", "Assistant", "DocumentInfo", "DocumentNotFound", "Health", "Settings", "Source", "User"]

@@ -1,13 +1,15 @@
-"""The `assistant` command: ingest, search, ask, documents, delete."""
+"""The `assistant` command: ingest, search, ask, documents, delete, and the portal's users."""
 
 import argparse
 import getpass
 import json
 import sys
 
+from assistant.audit import AuditError
 from assistant.service import Assistant, DocumentNotFound
 from assistant.settings import Settings
 from assistant.types import Answer, Source, User
+from assistant.users import UserStore, UserStoreError
 from model import ModelLoadError
 from model.generators import GeneratorError
 from retrieval import InvalidGroupName, StoreLockedError
@@ -38,6 +40,16 @@ def _parser() -> argparse.ArgumentParser:
 
     delete = commands.add_parser("delete", help="remove a document by path or id")
     delete.add_argument("path_or_id")
+
+    users = commands.add_parser("users", help="the portal's local accounts (ASSISTANT_USERS_FILE)")
+    users_commands = users.add_subparsers(dest="users_command", required=True)
+    add = users_commands.add_parser("add", help="add a user, or set an existing user's password and groups")
+    add.add_argument("name")
+    add.add_argument("--group", action="append", required=True, help="a group the user is in (repeat)")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    remove = users_commands.add_parser("remove", help="remove a user")
+    remove.add_argument("name")
+    users_commands.add_parser("list", help="list users and their groups")
     return parser
 
 
@@ -57,6 +69,32 @@ def _print_sources(sources: list[Source]) -> None:
         where = f", {source.location}" if source.location else ""
         print(f"[{number}] {source.path}{where} (score {source.score:.3f})")
         print("    " + source.text[:300].replace("\n", " ") + ("..." if len(source.text) > 300 else ""))
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("password: ")
+    if getpass.getpass("password again: ") != password:
+        raise UserStoreError("the two passwords differ: nothing changed, run the command again")
+    return password
+
+
+def run_users(args: argparse.Namespace, store: UserStore) -> int:
+    if args.users_command == "add":
+        exists = any(user.name == args.name for user in store.users())
+        store.add(args.name, _read_password(args.password_stdin), args.group)
+        print(f"{'updated' if exists else 'added'} {args.name} in {store.path}")
+        return 0
+    if args.users_command == "remove":
+        store.remove(args.name)
+        print(f"removed {args.name} from {store.path}")
+        return 0
+    if args.users_command == "list":
+        for user in store.users():
+            print(f"{user.name}  groups={','.join(user.groups) or '(none: sees nothing)'}")
+        return 0
+    raise AssertionError(args.users_command)
 
 
 def run(args: argparse.Namespace, assistant: Assistant) -> int:
@@ -113,6 +151,13 @@ def run(args: argparse.Namespace, assistant: Assistant) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "users":
+        # Accounts need no store and no model: this works while the portal holds the embedded store.
+        try:
+            return run_users(args, UserStore(Settings().users_file))
+        except (ValueError, OSError) as exc:  # UserStoreError, a bad setting, an unwritable users file
+            print(f"assistant: {exc}", file=sys.stderr)
+            return 2
     # A command's output is its answer; the model loader's progress bars are noise there.
     from transformers.utils import logging as transformers_logging
 
@@ -127,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         GeneratorError,
         InvalidGroupName,
         DocumentNotFound,
+        AuditError,
         FileNotFoundError,
         ValueError,
     ) as exc:

@@ -6,18 +6,24 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Self
 
+from qdrant_client.http.exceptions import ApiException
+
 from assistant import extractive
+from assistant.audit import AuditLog
 from assistant.settings import Settings
-from assistant.types import Answer, DocumentInfo, Source, User
+from assistant.types import Answer, DocumentInfo, Health, Source, User
 from model.generators import Generator
 from model.generators import build as build_generator
 from model.prompt import Passage, build_prompt, passage_header
-from retrieval import ChunkStore, DocumentRecord, Ingestor, IngestReport
+from retrieval import ChunkStore, DocumentRecord, Ingestor, IngestReport, validate_groups
+from retrieval.access import ADMIN_GROUP
 from retrieval.chunking import Chunker
 from retrieval.embedding import LocalEmbedding
 from retrieval.ingest import document_id
 
 EXTRACTIVE_MODEL = "extractive"
+ADAPTER_CONFIG = "adapter_config.json"  # what makes a directory a PEFT adapter
+HEALTH_TIMEOUT_S = 2.0  # a health page must answer quickly, even when the model server does not
 
 
 class DocumentNotFound(KeyError):
@@ -37,6 +43,7 @@ class Assistant:
         # Built on first use: loading a model takes seconds to minutes, and a command that only ingests needs none.
         self._generator: Generator | None = None
         self._generator_lock = threading.Lock()
+        self.audit = AuditLog(self.settings.audit_log)
 
     def close(self) -> None:
         close_generator = getattr(self._generator, "close", None)
@@ -53,23 +60,52 @@ class Assistant:
     # --- documents -------------------------------------------------------------------------
 
     def ingest(
-        self, paths: Iterable[str | Path], groups: Iterable[str] = (), prune: bool = False, progress: bool = False
+        self,
+        paths: Iterable[str | Path],
+        groups: Iterable[str] = (),
+        prune: bool = False,
+        progress: bool = False,
+        *,
+        user: User | None = None,
     ) -> IngestReport:
-        if isinstance(paths, (str, Path)):
-            paths = [paths]
-        return self.ingestor.ingest(paths, groups=groups, prune=prune, progress=progress)
+        """Adds or updates files and folders; with `user`, who did it goes to the audit log."""
+        if user is not None:
+            self.audit.check()
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        groups = validate_groups(groups)  # once, here: a generator of names would be spent before the audit
+        if user is not None and ADMIN_GROUP not in user.groups and not set(groups) <= set(user.groups):
+            # Sharing with a group one is not in would hand its members text nobody vetted for them.
+            outside = ", ".join(sorted(set(groups) - set(user.groups)))
+            raise PermissionError(f"{user.name} may share documents only with their own groups, not with {outside}")
+        report = self.ingestor.ingest(paths, groups=groups, prune=prune, progress=progress)
+        if user is not None:
+            self.audit.record(
+                "ingest",
+                user.name,
+                paths=[str(path) for path in paths],
+                groups=list(groups),
+                prune=prune,
+                **{name: len(getattr(report, name)) for name in _REPORT_LISTS},
+                chunks=report.chunks,
+            )
+        return report
 
     def documents(self, user: User) -> list[DocumentInfo]:
         return [_to_info(record) for record in self.store.list_documents(user.groups)]
 
-    def delete(self, path_or_doc_id: str | Path) -> DocumentInfo:
-        """Removes a document and all its chunks, named by its id or by its path."""
+    def delete(self, path_or_doc_id: str | Path, *, user: User | None = None) -> DocumentInfo:
+        """Removes a document and all its chunks, named by its id or by its path; with `user`, audited."""
+        if user is not None:
+            self.audit.check()
         key = str(path_or_doc_id)
         record = self.store.get_document(key) or self.store.get_document(document_id(Path(key).expanduser()))
         if record is None:
             raise DocumentNotFound(f"no document with id or path {key!r}: `assistant documents` lists them")
         self.store.delete_document(record)
-        return _to_info(record)
+        info = _to_info(record)
+        if user is not None:
+            self.audit.record("delete", user.name, paths=[info.path], doc_id=info.doc_id, chunks=info.chunks)
+        return info
 
     # --- questions -------------------------------------------------------------------------
 
@@ -100,6 +136,8 @@ class Assistant:
 
     def stream(self, question: str, user: User, k: int = 5) -> Iterator[str | Answer]:
         """Yields the answer's text in pieces as it is produced, then the whole Answer."""
+        # Every answer is recorded: a log that cannot be written stops the question before any of it is shown.
+        self.audit.check()
         started = time.perf_counter()
         question_vector = self._embed_query(question)
         sources = self._search(question_vector, user, k)
@@ -129,7 +167,121 @@ class Assistant:
         }
         if first_piece is not None:
             timings["first_token_ms"] = round((first_piece - started) * 1000, 1)
-        yield Answer(text=text, sources=sources, model=model, timings=timings, adapter=adapter)
+        answer = Answer(text=text, sources=sources, model=model, timings=timings, adapter=adapter)
+        # Recorded before the Answer is handed over: a caller may stop iterating once it has it. An audit write
+        # that fails raises (AuditError) rather than let answers go unrecorded.
+        self.audit.record(
+            "ask",
+            user.name,
+            question=question,
+            sources=[{"doc_id": s.doc_id, "path": s.path, "page": s.page, "heading": s.heading} for s in sources],
+            model=model,
+            adapter=adapter,
+            seconds=round(done - started, 3),
+        )
+        yield answer
+
+    def feedback(self, user: User, question: str, answer: str, rating: int, comment: str = "") -> None:
+        """A reader's verdict on an answer: +1 (helpful) or -1 (not), with an optional comment."""
+        if isinstance(rating, bool) or rating not in (1, -1):
+            raise ValueError(f"a rating is +1 or -1, not {rating!r}")
+        self.audit.record("feedback", user.name, question=question, answer=answer, rating=rating, comment=comment)
+
+    # --- operations ------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        """Whether the store and the generator can answer now; loads no model and waits at most a few seconds."""
+        store_ok, store_message = self._store_health()
+        generator_ok, generator_message = self._generator_health()
+        return Health(store_ok, store_message, generator_ok, generator_message)
+
+    def _store_health(self) -> tuple[bool, str]:
+        settings = self.settings
+        where = settings.qdrant_url or settings.qdrant_path
+        # What a cheap count raises: a server's connection and HTTP errors, a closed or damaged embedded store, a
+        # collection gone missing. The health page reports it rather than fail with it.
+        try:
+            chunks = self.store.count_chunks()
+        except (ApiException, OSError, RuntimeError, ValueError) as exc:
+            fix = "start Qdrant or check ASSISTANT_QDRANT_URL" if settings.qdrant_url else "check ASSISTANT_QDRANT_PATH"
+            return False, f"the store at {where} is not reachable ({exc}): {fix}"
+        return True, f"the store at {where} holds {chunks} chunks"
+
+    def _generator_health(self) -> tuple[bool, str]:
+        settings = self.settings
+        if settings.generator == "extractive":
+            return True, "extractive answers (the sources' own sentences): no model needed"
+        if settings.generator == "local":
+            if not settings.model_path.is_dir():
+                return False, f"the model directory {settings.model_path} does not exist: check ASSISTANT_MODEL_PATH"
+            if settings.gguf_file is not None and not (settings.model_path / settings.gguf_file).is_file():
+                return False, (
+                    f"{settings.model_path} holds no {settings.gguf_file}: check ASSISTANT_GGUF_FILE and "
+                    "ASSISTANT_MODEL_PATH"
+                )
+            if settings.adapter is not None and not (settings.adapter / ADAPTER_CONFIG).is_file():
+                return False, f"the adapter {settings.adapter} is not an adapter directory: check ASSISTANT_ADAPTER"
+            return True, f"local model at {settings.model_path} (loaded on the first question)"
+        return _openai_health(settings)
+
+    # --- adapters --------------------------------------------------------------------------
+
+    def adapters(self) -> list[Path]:
+        """The adapters fine-tuning runs under runs_dir produced, one directory each."""
+        runs_dir = self.settings.runs_dir
+        if runs_dir is None or not runs_dir.is_dir():
+            return []
+        return sorted(config.parent for config in runs_dir.glob(f"*/adapter/{ADAPTER_CONFIG}"))
+
+    def use_adapter(self, adapter: Path | None) -> None:
+        """Answers from now on use `adapter` (None: the base model); the model is loaded again on the next answer."""
+        if self.settings.generator != "local":
+            raise ValueError(
+                f"adapters are switched here only for the in-process model; the {self.settings.generator!r} generator "
+                "names its adapter in ASSISTANT_ADAPTER (the name the model server serves it under)"
+            )
+        if adapter is not None:
+            adapter = Path(adapter).expanduser()
+            if not adapter.is_dir():
+                raise ValueError(f"{adapter} is not a directory: choose an adapter directory (a run's adapter/)")
+            if not (adapter / ADAPTER_CONFIG).is_file():
+                raise ValueError(
+                    f"{adapter} holds no {ADAPTER_CONFIG}, so it is not a PEFT adapter: choose a finished run's "
+                    "adapter/ directory"
+                )
+        with self._generator_lock:  # not while another thread is building the generator from the old setting
+            self.settings.adapter = adapter
+            previous, self._generator = self._generator, None
+            close_previous = getattr(previous, "close", None)
+            if close_previous is not None:
+                close_previous()
+
+
+_REPORT_LISTS = ("added", "updated", "unchanged", "removed", "failed", "skipped")
+
+
+def _openai_health(settings: Settings) -> tuple[bool, str]:
+    import httpx  # only this generator needs it
+
+    url = f"{settings.openai_base_url.rstrip('/')}/models"
+    headers = {}
+    if settings.openai_api_key is not None:
+        headers["Authorization"] = f"Bearer {settings.openai_api_key.get_secret_value()}"
+    try:
+        response = httpx.get(url, headers=headers, timeout=HEALTH_TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        return False, (
+            f"no answer from the model server at {url} within {HEALTH_TIMEOUT_S:.0f} s ({exc}): start it, or check "
+            "ASSISTANT_OPENAI_BASE_URL"
+        )
+    if response.status_code in (401, 403):
+        return (
+            False,
+            f"the model server at {url} refused the key ({response.status_code}): check ASSISTANT_OPENAI_API_KEY",
+        )
+    if not response.is_success:
+        return False, f"the model server at {url} answered {response.status_code}: check its logs"
+    return True, f"the model server at {settings.openai_base_url} answers (model {settings.openai_model})"
 
 
 def _to_info(record: DocumentRecord) -> DocumentInfo:

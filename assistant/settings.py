@@ -7,7 +7,9 @@ settings it defines without a copy of every field here.
 
 import os
 from pathlib import Path
+from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from model.settings import GeneratorSettings
@@ -20,6 +22,19 @@ class Settings(RetrievalSettings, GeneratorSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASSISTANT_", extra="forbid")
 
     data_dir: Path = Path(".assistant")
+
+    # The portal's sign-in: "local" checks users_file; "oidc" is Streamlit's st.login, whose client id and
+    # secret live in the operator's .streamlit/secrets.toml, never in this repository or its settings.
+    auth: Literal["local", "oidc"] = "local"
+    # Unset paths default under data_dir (model_post_init), so one directory holds all of an installation's state.
+    users_file: Path | None = None
+    audit_log: Path | None = None
+    runs_dir: Path | None = None  # fine-tuning runs: each subdirectory is one run's output_dir
+
+    # Loopback by default: the portal is reached through the organisation's reverse proxy (TLS), not directly.
+    portal_address: str = "127.0.0.1"
+    portal_port: int = Field(default=8501, ge=1, le=65535)
+    upload_max_mb: int = Field(default=50, ge=1)
 
     @classmethod
     def setting_name(cls, field: str) -> str:
@@ -48,3 +63,9 @@ class Settings(RetrievalSettings, GeneratorSettings, BaseSettings):
         # The embedded store lives under the data directory unless a server or path is named.
         if self.qdrant_url is None and self.qdrant_path is None:
             self.qdrant_path = str(self.data_dir / "qdrant")
+        if self.users_file is None:
+            self.users_file = self.data_dir / "users.yaml"
+        if self.audit_log is None:
+            self.audit_log = self.data_dir / "audit.jsonl"
+        if self.runs_dir is None:
+            self.runs_dir = self.data_dir / "runs"

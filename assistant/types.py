@@ -73,3 +73,17 @@ class DocumentInfo:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether the assistant can answer now, and for each part that cannot, what to check."""
+
+    store_ok: bool
+    store_message: str
+    generator_ok: bool
+    generator_message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.store_ok and self.generator_ok

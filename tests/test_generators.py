@@ -121,6 +121,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def do_GET(self):  # the model list, which the Assistant's health check asks for
+        self.server.requests.append({"path": self.path, "headers": dict(self.headers)})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps({"object": "list", "data": [{"id": "org-model", "object": "model"}]}).encode())
+
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
@@ -347,3 +354,58 @@ def test_smollm2_answers_a_question_from_its_gguf_file(make_assistant, documents
     assert answer.model == "SmolLM2-135M-Instruct.Q4_1" and answer.text.strip()
     assert assistant.generator.uses_chat_template  # the chat template comes from the GGUF file's metadata
     assert 0 < assistant.generator.last_completion_tokens <= 16
+
+
+# --- health: whether each generator can answer, without loading a model -----------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_health_of_the_extractive_assistant_and_its_store(make_assistant):
+    assistant = make_assistant()
+    health = assistant.health()
+    assert health.ok and health.store_ok and health.generator_ok
+    assert "0 chunks" in health.store_message and "no model" in health.generator_message
+
+    assistant.store.close()
+    health = assistant.health()
+    assert not health.ok and not health.store_ok and health.generator_ok
+    assert "not reachable" in health.store_message and "ASSISTANT_QDRANT_PATH" in health.store_message
+
+
+def test_health_of_a_local_model_checks_its_directory_without_loading_it(make_assistant, tmp_path):
+    missing = make_assistant(generator="local", model_path=tmp_path / "no-such-model").health()
+    assert not missing.ok and missing.store_ok and not missing.generator_ok
+    assert "no-such-model does not exist" in missing.generator_message
+    assert "ASSISTANT_MODEL_PATH" in missing.generator_message
+
+    (tmp_path / "model").mkdir()
+    assistant = make_assistant(generator="local", model_path=tmp_path / "model")
+    assert assistant.health().ok and assistant._generator is None  # an empty directory: a load would have failed
+
+    assistant.settings.adapter = tmp_path / "no-such-adapter"
+    health = assistant.health()
+    assert not health.generator_ok and "ASSISTANT_ADAPTER" in health.generator_message
+
+
+def test_health_of_a_model_server_asks_for_its_model_list(make_assistant, server):
+    assistant = make_assistant(
+        generator="openai", openai_base_url=server.url + "/", openai_model="org-model", openai_api_key="secret-key"
+    )
+    health = assistant.health()
+    assert health.ok and "answers" in health.generator_message
+    (request,) = server.requests
+    assert request["path"] == "/v1/models" and request["headers"]["Authorization"] == "Bearer secret-key"
+
+
+def test_health_of_an_unreachable_model_server_says_what_to_check(make_assistant):
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    started = time.perf_counter()
+    health = make_assistant(generator="openai", openai_base_url=url, openai_model="org-model").health()
+    assert time.perf_counter() - started < 5
+    assert not health.ok and health.store_ok and not health.generator_ok
+    assert f"{url}/models" in health.generator_message and "ASSISTANT_OPENAI_BASE_URL" in health.generator_message

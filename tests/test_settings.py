@@ -27,6 +27,26 @@ def test_defaults_keep_everything_under_the_data_directory(monkeypatch):
     settings = Settings()
     assert settings.data_dir == Path(".assistant")
     assert settings.qdrant_path == str(Path(".assistant") / "qdrant")
+    assert settings.users_file == Path(".assistant") / "users.yaml"
+    assert settings.audit_log == Path(".assistant") / "audit.jsonl"
+    assert settings.runs_dir == Path(".assistant") / "runs"
+    assert (settings.auth, settings.portal_address, settings.portal_port, settings.upload_max_mb) == (
+        "local",
+        "127.0.0.1",
+        8501,
+        50,
+    )
+
+
+def test_portal_settings_are_checked(monkeypatch):
+    monkeypatch.setenv("ASSISTANT_AUTH", "oidc")
+    monkeypatch.setenv("ASSISTANT_USERS_FILE", "/etc/assistant/users.yaml")
+    settings = Settings(data_dir=Path("/srv/assistant"))
+    assert settings.auth == "oidc" and settings.users_file == Path("/etc/assistant/users.yaml")
+    assert settings.audit_log == Path("/srv/assistant/audit.jsonl")
+    for bad in ({"auth": "ldap"}, {"portal_port": 0}, {"portal_port": 65536}, {"upload_max_mb": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            Settings(**bad)
 
 
 def test_unknown_keys_and_missing_config_file_are_errors(tmp_path, monkeypatch):

@@ -1,0 +1,203 @@
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from assistant.audit import AuditError, AuditLog
+
+
+def test_record_appends_one_line_and_read_filters_newest_first(tmp_path):
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    first = audit.record("ask", "ana", question="leave?")
+    audit.record("feedback", "ana", rating=1)
+    audit.record("ask", "bob", question="phish?")
+
+    lines = (tmp_path / "audit.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[0]) == first
+    assert set(first) == {"time", "event", "user", "question"}
+    stamped = datetime.fromisoformat(first["time"])
+    assert stamped.tzinfo is not None and stamped.utcoffset() == timedelta(0) and stamped.microsecond == 0
+
+    assert [e["user"] for e in audit.read()] == ["bob", "ana", "ana"]
+    assert [e["event"] for e in audit.read(user="ana")] == ["feedback", "ask"]
+    assert [e["question"] for e in audit.read(events=["ask"])] == ["phish?", "leave?"]
+    assert audit.read(user="ana", events={"ask"}) == [first]
+
+
+def test_read_by_time(tmp_path):
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    lines = [
+        {"time": "2025-01-01T10:00:00+00:00", "event": "ask", "user": "ana"},
+        {"time": "2025-01-02T10:00:00+00:00", "event": "ask", "user": "ana"},
+        {"time": "2025-01-03T10:00:00+00:00", "event": "ask", "user": "ana"},
+    ]
+    audit.path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    since = datetime(2025, 1, 2, tzinfo=UTC)
+    assert [e["time"][:10] for e in audit.read(since=since)] == ["2025-01-03", "2025-01-02"]
+    assert [e["time"][:10] for e in audit.read(until=datetime(2025, 1, 2, 12))] == ["2025-01-02", "2025-01-01"]
+    assert len(audit.read(since=since, until=since + timedelta(hours=12))) == 1
+    assert audit.read(since=datetime.now(UTC) + timedelta(days=1)) == []
+
+
+def test_rotation_keeps_n_backups_and_read_spans_them(tmp_path):
+    audit = AuditLog(tmp_path / "audit.jsonl", max_bytes=300, backups=2)
+    for number in range(40):
+        audit.record("ask", "ana", number=number)
+
+    files = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock"))
+    assert files == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"]
+    assert all(p.stat().st_size <= 300 for p in audit.files())
+
+    numbers = [e["number"] for e in audit.read()]
+    # Newest first, without gaps, back to the oldest line the two backups still hold.
+    assert numbers[0] == 39 and numbers == list(range(39, 39 - len(numbers), -1)) and numbers[-1] > 0
+
+
+def test_a_torn_last_line_is_skipped_and_the_next_event_starts_a_line(tmp_path):
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    audit.record("ask", "ana", question="one")
+    with audit.path.open("a") as file:
+        file.write('{"time": "2025-01-01T10:00:00+00:00", "event": "as')  # the writer died here
+
+    assert [e["question"] for e in audit.read()] == ["one"]
+    audit.record("ask", "ana", question="two")
+    assert [e["question"] for e in audit.read()] == ["two", "one"]
+
+
+def test_concurrent_writers_produce_whole_lines(tmp_path):
+    audit = AuditLog(tmp_path / "audit.jsonl", max_bytes=20_000, backups=50)
+
+    def write(writer):
+        for number in range(50):
+            audit.record("ask", f"user{writer}", question="x" * 200, number=number)
+
+    threads = [threading.Thread(target=write, args=(writer,)) for writer in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    lines = [line for path in audit.files() for line in path.read_text().splitlines()]
+    assert len(lines) == 400 and all(json.loads(line)["question"] == "x" * 200 for line in lines)
+    for writer in range(8):
+        mine = [e["number"] for e in audit.read(user=f"user{writer}")]
+        assert mine == list(range(49, -1, -1))
+
+
+def test_an_unwritable_log_is_an_error_that_says_what_to_do(tmp_path):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    audit = AuditLog(blocked / "audit.jsonl")
+    with pytest.raises(AuditError, match="could not write the audit log .*ASSISTANT_AUDIT_LOG"):
+        audit.record("ask", "ana")
+
+
+def test_the_time_field_cannot_be_forged(tmp_path):
+    with pytest.raises(ValueError, match="time"):
+        AuditLog(tmp_path / "audit.jsonl").record("ask", "ana", time="2000-01-01T00:00:00+00:00")
+
+
+# --- what the Assistant records ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def handbook(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "leave.md").write_text("# Leave\n\n## Annual leave\n\nEvery employee gets 27 days of annual leave.\n")
+    (folder / "secret.md").write_text("# Incident\n\nThe contractor account was phished on 3 March at 09:40.\n")
+    return folder
+
+
+def test_ingest_ask_feedback_delete_are_recorded_with_who_and_what(make_assistant, handbook, tmp_path):
+    from assistant import User
+
+    admin, ana = User("root", ("admin",)), User("ana", ("staff",))
+    assistant = make_assistant()
+    assert assistant.audit.path == tmp_path / "data" / "audit.jsonl"
+
+    assistant.ingest([handbook / "leave.md"], groups=["staff"], user=admin)
+    assistant.ingest(handbook / "secret.md", groups=["security"])  # no user: a command-line ingest, not recorded
+    answer = assistant.ask("How many days of annual leave?", ana)
+    assistant.feedback(ana, "How many days of annual leave?", answer.text, -1, comment="it is 30 now")
+    assistant.delete(handbook / "leave.md", user=admin)
+
+    delete, feedback, ask, ingest = assistant.audit.read()
+    assert ingest["event"] == "ingest" and ingest["user"] == "root"
+    assert ingest["paths"] == [str(handbook / "leave.md")] and ingest["groups"] == ["staff"]
+    assert (ingest["added"], ingest["updated"], ingest["failed"], ingest["chunks"]) == (1, 0, 0, 1)
+
+    leave = str((handbook / "leave.md").resolve())
+    assert ask["event"] == "ask" and ask["user"] == "ana" and ask["question"] == "How many days of annual leave?"
+    assert ask["sources"] == [
+        {"doc_id": s.doc_id, "path": leave, "page": None, "heading": s.heading} for s in answer.sources
+    ]
+    assert ask["sources"][0]["heading"] == "Leave > Annual leave"
+    assert (ask["model"], ask["adapter"]) == ("extractive", None) and 0 <= ask["seconds"] < 60
+
+    assert feedback == {
+        "time": feedback["time"],
+        "event": "feedback",
+        "user": "ana",
+        "question": "How many days of annual leave?",
+        "answer": answer.text,
+        "rating": -1,
+        "comment": "it is 30 now",
+    }
+    assert (delete["event"], delete["user"], delete["paths"], delete["chunks"]) == ("delete", "root", [leave], 1)
+
+
+def test_a_stream_is_recorded_before_its_answer_is_handed_over(make_assistant, handbook):
+    from assistant import Answer, User
+
+    assistant = make_assistant()
+    assistant.ingest([handbook], groups=["staff"])
+    for piece in assistant.stream("annual leave days", User("ana", ("staff",))):
+        if isinstance(piece, Answer):
+            break  # a portal that stops reading at the Answer
+    assert [e["event"] for e in assistant.audit.read()] == ["ask"]
+
+
+def test_refused_questions_and_bad_ratings_record_nothing(make_assistant):
+    from assistant import User
+
+    assistant = make_assistant()
+    with pytest.raises(ValueError, match="empty"):
+        assistant.ask("  ", User("ana", ("staff",)))
+    for rating in (0, 2, True, "1"):
+        with pytest.raises(ValueError, match=r"\+1 or -1"):
+            assistant.feedback(User("ana", ("staff",)), "q", "a", rating)
+    assert assistant.audit.read() == []
+
+
+def test_an_answer_that_cannot_be_recorded_is_an_error(make_assistant, handbook, tmp_path):
+    from assistant import User
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("")
+    assistant = make_assistant(audit_log=blocked / "audit.jsonl")
+    assistant.ingest([handbook], groups=["staff"])
+    shown = []
+    with pytest.raises(AuditError, match="could not write the audit log"):
+        shown.extend(assistant.stream("annual leave days", User("ana", ("staff",))))
+    assert shown == []  # refused before any of the answer was shown
+
+    # An audited change is refused before it is made, too.
+    with pytest.raises(AuditError):
+        assistant.delete(handbook / "leave.md", user=User("root", ("admin",)))
+    with pytest.raises(AuditError):
+        assistant.ingest([handbook / "new.md"], groups=["staff"], user=User("root", ("admin",)))
+    assert len(assistant.documents(User("root", ("admin",)))) == 2
+
+
+def test_a_user_shares_only_with_their_own_groups(make_assistant, handbook):
+    from assistant import User
+
+    assistant = make_assistant()
+    with pytest.raises(PermissionError, match="only with their own groups, not with hr"):
+        assistant.ingest(handbook / "leave.md", groups=["staff", "hr"], user=User("ana", ("staff",)))
+    assert assistant.store.count_chunks() == 0 and assistant.audit.read() == []
+    assistant.ingest(handbook / "leave.md", groups=["staff"], user=User("ana", ("staff",)))
+    assert assistant.store.count_chunks() == 1

@@ -1,0 +1,95 @@
+"""Chat: questions answered from the documents the user may read, streamed, each answer with its sources."""
+
+import uuid
+from dataclasses import dataclass
+
+import streamlit as st
+
+from assistant import Answer, Assistant, User
+from ui.components import assistant_or_stop, failures_shown, require_user, show_sources
+
+SOURCES_PER_ANSWER = 5
+
+
+@dataclass
+class Turn:
+    question: str
+    answer: Answer
+    id: str  # keys the turn's feedback widgets, stable when earlier turns are cleared
+    feedback_sent: bool = False
+
+
+def history(user: User) -> list[Turn]:
+    # Keyed by user: if someone else signs in at this browser, they never see the previous conversation.
+    return st.session_state.setdefault(f"chat:{user.name}", [])
+
+
+def show_feedback(assistant: Assistant, user: User, turn: Turn) -> None:
+    rating = st.feedback("thumbs", key=f"rating:{turn.id}", disabled=turn.feedback_sent)
+    if turn.feedback_sent:
+        st.caption("Thank you: your feedback was recorded.")
+        return
+    if rating is None:
+        return
+    # The rating and the comment are sent together, as one record, when the user presses Send.
+    with st.form(f"feedback:{turn.id}", border=False):
+        comment = st.text_input("Comment (optional)", key=f"comment:{turn.id}")
+        if st.form_submit_button("Send feedback"):
+            with failures_shown(stop=False):
+                assistant.feedback(user, turn.question, turn.answer.text, 1 if rating == 1 else -1, comment)
+                turn.feedback_sent = True
+                st.rerun()
+
+
+def show_turn(assistant: Assistant, user: User, turn: Turn) -> None:
+    with st.chat_message("user"):
+        st.markdown(turn.question)
+    with st.chat_message("assistant"):
+        st.markdown(turn.answer.text)
+        show_answer_details(assistant, user, turn)
+
+
+def show_answer_details(assistant: Assistant, user: User, turn: Turn) -> None:
+    show_sources(turn.answer.sources)
+    model = turn.answer.model + (f" + {turn.answer.adapter}" if turn.answer.adapter else "")
+    st.caption(f"{model} · {turn.answer.timings.get('total_ms', 0) / 1000:.1f} s")
+    show_feedback(assistant, user, turn)
+
+
+def ask(assistant: Assistant, user: User, question: str) -> Turn | None:
+    """Streams the answer into the page; the Turn, or None after showing what went wrong."""
+    final: list[Answer] = []
+
+    def pieces():
+        for piece in assistant.stream(question, user, k=SOURCES_PER_ANSWER):
+            if isinstance(piece, Answer):
+                final.append(piece)
+            else:
+                yield piece
+
+    with failures_shown(stop=False):
+        st.write_stream(pieces())
+    return Turn(question, final[0], uuid.uuid4().hex) if final else None
+
+
+user = require_user()
+assistant = assistant_or_stop()
+turns = history(user)
+
+st.title("Ask the documents")
+st.caption("Answers come only from the documents you may read, and each one lists the passages it used.")
+if turns and st.button("Clear conversation", icon=":material/delete_sweep:"):
+    turns.clear()
+    st.rerun()
+
+for turn in turns:
+    show_turn(assistant, user, turn)
+
+if question := st.chat_input("Ask a question about your documents"):
+    with st.chat_message("user"):
+        st.markdown(question)
+    with st.chat_message("assistant"):
+        turn = ask(assistant, user, question)
+        if turn is not None:
+            turns.append(turn)
+            show_answer_details(assistant, user, turn)

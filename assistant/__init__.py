@@ -10,4 +10,7 @@ from assistant.service import Assistant, DocumentNotFound
 from assistant.settings import Settings
 from assistant.types import Answer, DocumentInfo, Health, Source, User
 
-__all__ = ["Answer", "Assistant", "DocumentInfo", "DocumentNotFound", "Health", "Settings", "Source", "User"]
+# An earlier (question, answer) of a conversation, passed back with a follow-up; the prompt's own type.
+from model.prompt import Turn
+
+__all__ = ["Answer", "Assistant", "DocumentInfo", "DocumentNotFound", "Health", "Settings", "Source", "Turn", "User"]

@@ -2,7 +2,7 @@
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -14,7 +14,7 @@ from assistant.settings import Settings
 from assistant.types import Answer, DocumentInfo, Health, Source, User
 from model.generators import Generator
 from model.generators import build as build_generator
-from model.prompt import Passage, build_prompt, passage_header
+from model.prompt import Passage, Turn, build_prompt, passage_header
 from retrieval import ChunkStore, DocumentRecord, Ingestor, IngestReport, validate_groups
 from retrieval.access import ADMIN_GROUP
 from retrieval.chunking import Chunker
@@ -120,8 +120,8 @@ class Assistant:
     def _search(self, vector: list[float], user: User, k: int) -> list[Source]:
         return [_to_source(hit) for hit in self.store.search(vector, user.groups, k)]
 
-    def ask(self, question: str, user: User, k: int = 5) -> Answer:
-        *_, answer = self.stream(question, user, k)
+    def ask(self, question: str, user: User, k: int = 5, history: Sequence[Turn] = ()) -> Answer:
+        *_, answer = self.stream(question, user, k, history)
         return answer
 
     @property
@@ -134,12 +134,17 @@ class Assistant:
                 self._generator = build_generator(self.settings)
         return self._generator
 
-    def stream(self, question: str, user: User, k: int = 5) -> Iterator[str | Answer]:
-        """Yields the answer's text in pieces as it is produced, then the whole Answer."""
+    def stream(self, question: str, user: User, k: int = 5, history: Sequence[Turn] = ()) -> Iterator[str | Answer]:
+        """Yields the answer's text in pieces as it is produced, then the whole Answer.
+
+        `history` is the conversation so far (oldest first); the last few turns make a follow-up ("and for
+        part-time staff?") answerable: the previous question joins the search, and the model sees the turns.
+        """
         # Every answer is recorded: a log that cannot be written stops the question before any of it is shown.
         self.audit.check()
         started = time.perf_counter()
-        question_vector = self._embed_query(question)
+        history = tuple(history)[-FOLLOW_UP_TURNS:]
+        question_vector = self._embed_query(_search_text(question, history))
         sources = self._search(question_vector, user, k)
         retrieved = time.perf_counter()
         # No source the user may read means nothing to answer from: the model is not asked, so it cannot answer
@@ -151,7 +156,8 @@ class Assistant:
             yield from text.splitlines(keepends=True)
             model, adapter = EXTRACTIVE_MODEL, None
         else:
-            prompt = build_prompt(question, [Passage(passage_header(s.path, s.location), s.text) for s in sources])
+            passages = [Passage(passage_header(s.path, s.location), s.text) for s in sources]
+            prompt = build_prompt(question, passages, [_brief_turn(turn) for turn in history])
             pieces = []
             for piece in generator.stream(prompt):
                 first_piece = first_piece or time.perf_counter()
@@ -258,6 +264,24 @@ class Assistant:
 
 
 _REPORT_LISTS = ("added", "updated", "unchanged", "removed", "failed", "skipped")
+# How much of a conversation a follow-up carries: enough for "and for part-timers?", little enough that an old topic
+# does not steer the search or fill the model's context.
+FOLLOW_UP_TURNS = 3
+TURN_ANSWER_CHARS = 1000
+
+
+def _search_text(question: str, history: tuple[Turn, ...]) -> str:
+    """What the search embeds: the question, after the previous one when there is one.
+
+    A follow-up is often too short to find anything alone; the previous question names the topic. Only the last
+    question joins, not its answer, whose wording would pull in whatever it happened to cite.
+    """
+    return f"{history[-1].question}\n{question}" if history else question
+
+
+def _brief_turn(turn: Turn) -> Turn:
+    answer = turn.answer if len(turn.answer) <= TURN_ANSWER_CHARS else turn.answer[:TURN_ANSWER_CHARS] + " ..."
+    return Turn(turn.question, answer)
 
 
 def _openai_health(settings: Settings) -> tuple[bool, str]:

@@ -30,10 +30,19 @@ class Passage:
 
 
 @dataclass(frozen=True)
+class Turn:
+    """An earlier question of the conversation and the answer it got: context for a follow-up, not a source."""
+
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
 class Prompt:
     question: str
     passages: tuple[Passage, ...] = ()
     instruction: str = INSTRUCTION
+    history: tuple[Turn, ...] = ()
 
     def sources_block(self) -> str:
         return "\n\n".join(f"[{n}] {p.header}\n{p.text.strip()}" for n, p in enumerate(self.passages, 1))
@@ -43,17 +52,28 @@ class Prompt:
 
     def messages(self) -> list[dict[str, str]]:
         """For chat models (a chat template, or an OpenAI-compatible server)."""
-        return [{"role": "system", "content": self.instruction}, {"role": "user", "content": self.user_text()}]
+        earlier = []
+        for turn in self.history:
+            earlier += [{"role": "user", "content": turn.question}, {"role": "assistant", "content": turn.answer}]
+        return [
+            {"role": "system", "content": self.instruction},
+            *earlier,
+            {"role": "user", "content": self.user_text()},
+        ]
 
     def plain(self) -> str:
         """For base models: one text the model continues after "Answer:"."""
-        return f"{self.instruction}\n\n{self.user_text()}\n\nAnswer:"
+        earlier = "".join(f"Question: {t.question.strip()}\nAnswer: {t.answer.strip()}\n\n" for t in self.history)
+        earlier = f"Earlier in this conversation:\n\n{earlier}" if earlier else ""
+        return f"{self.instruction}\n\n{earlier}{self.user_text()}\n\nAnswer:"
 
 
-def build_prompt(question: str, passages: list[Passage] | tuple[Passage, ...]) -> Prompt:
+def build_prompt(
+    question: str, passages: list[Passage] | tuple[Passage, ...], history: list[Turn] | tuple[Turn, ...] = ()
+) -> Prompt:
     if not question or not question.strip():
         raise ValueError("the question is empty")
-    return Prompt(question=question, passages=tuple(passages))
+    return Prompt(question=question, passages=tuple(passages), history=tuple(history))
 
 
 def passage_header(path: str, location: str | None = None) -> str:

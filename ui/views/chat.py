@@ -5,26 +5,26 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from assistant import Answer, Assistant, User
+from assistant import Answer, Assistant, Turn, User
 from ui.components import assistant_or_stop, failures_shown, require_user, show_sources
 
 SOURCES_PER_ANSWER = 5
 
 
 @dataclass
-class Turn:
+class ChatTurn:
     question: str
     answer: Answer
     id: str  # keys the turn's feedback widgets, stable when earlier turns are cleared
     feedback_sent: bool = False
 
 
-def history(user: User) -> list[Turn]:
+def history(user: User) -> list[ChatTurn]:
     # Keyed by user: if someone else signs in at this browser, they never see the previous conversation.
     return st.session_state.setdefault(f"chat:{user.name}", [])
 
 
-def show_feedback(assistant: Assistant, user: User, turn: Turn) -> None:
+def show_feedback(assistant: Assistant, user: User, turn: ChatTurn) -> None:
     rating = st.feedback("thumbs", key=f"rating:{turn.id}", disabled=turn.feedback_sent)
     if turn.feedback_sent:
         st.caption("Thank you: your feedback was recorded.")
@@ -41,7 +41,7 @@ def show_feedback(assistant: Assistant, user: User, turn: Turn) -> None:
                 st.rerun()
 
 
-def show_turn(assistant: Assistant, user: User, turn: Turn) -> None:
+def show_turn(assistant: Assistant, user: User, turn: ChatTurn) -> None:
     with st.chat_message("user"):
         st.markdown(turn.question)
     with st.chat_message("assistant"):
@@ -49,19 +49,21 @@ def show_turn(assistant: Assistant, user: User, turn: Turn) -> None:
         show_answer_details(assistant, user, turn)
 
 
-def show_answer_details(assistant: Assistant, user: User, turn: Turn) -> None:
+def show_answer_details(assistant: Assistant, user: User, turn: ChatTurn) -> None:
     show_sources(turn.answer.sources)
     model = turn.answer.model + (f" + {turn.answer.adapter}" if turn.answer.adapter else "")
     st.caption(f"{model} · {turn.answer.timings.get('total_ms', 0) / 1000:.1f} s")
     show_feedback(assistant, user, turn)
 
 
-def ask(assistant: Assistant, user: User, question: str) -> Turn | None:
-    """Streams the answer into the page; the Turn, or None after showing what went wrong."""
+def ask(assistant: Assistant, user: User, question: str, earlier: list[ChatTurn]) -> ChatTurn | None:
+    """Streams the answer into the page; the turn, or None after showing what went wrong."""
     final: list[Answer] = []
+    # The conversation so far makes follow-ups answerable; the assistant keeps only its last few turns.
+    history = [Turn(turn.question, turn.answer.text) for turn in earlier]
 
     def pieces():
-        for piece in assistant.stream(question, user, k=SOURCES_PER_ANSWER):
+        for piece in assistant.stream(question, user, k=SOURCES_PER_ANSWER, history=history):
             if isinstance(piece, Answer):
                 final.append(piece)
             else:
@@ -69,7 +71,7 @@ def ask(assistant: Assistant, user: User, question: str) -> Turn | None:
 
     with failures_shown(stop=False):
         st.write_stream(pieces())
-    return Turn(question, final[0], uuid.uuid4().hex) if final else None
+    return ChatTurn(question, final[0], uuid.uuid4().hex) if final else None
 
 
 user = require_user()
@@ -89,7 +91,7 @@ if question := st.chat_input("Ask a question about your documents"):
     with st.chat_message("user"):
         st.markdown(question)
     with st.chat_message("assistant"):
-        turn = ask(assistant, user, question)
+        turn = ask(assistant, user, question, turns)
         if turn is not None:
             turns.append(turn)
             show_answer_details(assistant, user, turn)

@@ -4,15 +4,15 @@ audit.jsonl grows to max_bytes, then moves to audit.jsonl.1 (and .1 to .2, ...);
 dropped. An operator who must keep everything ships the rotated files elsewhere before they age out.
 """
 
-import fcntl
 import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+
+from assistant.files import exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +102,10 @@ class AuditLog:
     def _backup(self, number: int) -> Path:
         return self.path.with_name(f"{self.path.name}.{number}")
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self):
         # The lock is for other processes (the portal and an `assistant` command on a shared Qdrant server); the
         # threading lock orders this process's threads, which would each take their own flock otherwise.
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(descriptor)
+        return exclusive_lock(self.path)
 
     def _append(self, line: bytes) -> None:
         try:

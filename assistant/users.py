@@ -6,17 +6,16 @@
 With ASSISTANT_AUTH=oidc the identity provider signs users in instead and this file is not read.
 """
 
-import fcntl
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from assistant.files import exclusive_lock, fsync_directory
 from assistant.types import User
 from retrieval import InvalidGroupName, validate_groups
 
@@ -107,17 +106,10 @@ class UserStore:
 
     # --- the file --------------------------------------------------------------------------
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self):
         # Read-modify-write under an exclusive lock: the portal (rehashing) and `assistant users add` may both
         # write, and neither may drop the other's change. Readers need no lock: writes replace the file whole.
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(descriptor)  # releases the lock
+        return exclusive_lock(self.path)
 
     def _load(self) -> dict[str, dict]:
         try:
@@ -170,18 +162,9 @@ class UserStore:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-        _fsync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
 
 
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not name or any(character.isspace() for character in name):
         raise UserStoreError(f"invalid user name {name!r}: use a non-empty name without spaces")
-
-
-def _fsync_directory(directory: Path) -> None:
-    # The rename itself survives a power cut only once the directory is synced.
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

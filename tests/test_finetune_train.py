@@ -363,20 +363,13 @@ def test_shipped_configs_are_valid():
 
 
 def test_dbrx_adapts_attention_and_router_and_says_why_not_its_experts(caplog):
-    from transformers import DbrxConfig, DbrxForCausalLM
+    from tiny_models import dbrx_config
+    from transformers import DbrxForCausalLM
 
     from finetune.config import LoraSection
     from finetune.lora_model import attach_lora
 
-    config = DbrxConfig(
-        d_model=32,
-        n_heads=4,
-        n_layers=2,
-        max_seq_len=128,
-        vocab_size=256,
-        attn_config={"clip_qkv": 8, "kv_n_heads": 2, "rope_theta": 500000.0},
-        ffn_config={"ffn_hidden_size": 48, "moe_num_experts": 4, "moe_top_k": 2},
-    )
+    config = dbrx_config()
     with caplog.at_level("WARNING"):
         peft_model, targets = attach_lora(DbrxForCausalLM(config), LoraSection(rank=4), {"model_type": "dbrx"})
     assert "cannot wrap" in caplog.text and not targets.expert_parameters

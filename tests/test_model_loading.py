@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import dbrx_config
 
 import model
 from model import ModelLoadError
@@ -109,19 +110,9 @@ def _tiny_mixtral():
 
 
 def _tiny_dbrx():
-    from transformers import DbrxConfig, DbrxForCausalLM
+    from transformers import DbrxForCausalLM
 
-    config = DbrxConfig(
-        d_model=32,
-        n_heads=4,
-        n_layers=2,
-        max_seq_len=128,
-        vocab_size=256,
-        # As in DBRX's released config.json: transformers 5.23 reads rope_theta from attn_config and has no default.
-        attn_config={"clip_qkv": 8, "kv_n_heads": 2, "rope_theta": 500000.0},
-        ffn_config={"ffn_hidden_size": 48, "moe_num_experts": 4, "moe_top_k": 2},
-    )
-    return DbrxForCausalLM(config)
+    return DbrxForCausalLM(dbrx_config())
 
 
 @pytest.mark.parametrize("make", [_tiny_mixtral, _tiny_dbrx], ids=["mixtral", "dbrx"])

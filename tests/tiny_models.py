@@ -72,6 +72,23 @@ def mixtral_config(**overrides):
     return MixtralConfig(**{**SHAPE, "num_local_experts": 4, "tie_word_embeddings": False, **overrides})
 
 
+def dbrx_config(**overrides):
+    from transformers import DbrxConfig
+
+    values = {
+        "d_model": 32,
+        "n_heads": 4,
+        "n_layers": 2,
+        "max_seq_len": 128,
+        "vocab_size": 256,
+        # As in DBRX's released config.json: transformers 5.23 reads rope_theta from attn_config and has no default;
+        # clip_qkv is set because PEFT fails on DBRX without it.
+        "attn_config": {"clip_qkv": 8, "kv_n_heads": 2, "rope_theta": 500000.0},
+        "ffn_config": {"ffn_hidden_size": 48, "moe_num_experts": 4, "moe_top_k": 2},
+    }
+    return DbrxConfig(**{**values, **overrides})
+
+
 def write_model(directory: str | Path, kind: str = "grok-1", seed: int = 0, dtype=torch.float32, **overrides) -> Path:
     """Write a random `kind` ("grok-1" or "mixtral") model and the tiny tokenizer to `directory`."""
     from transformers import MixtralForCausalLM

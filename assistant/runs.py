@@ -2,8 +2,8 @@
 
 A run's output_dir holds config.json, log.jsonl (one line per step: step, loss, lr, grad_norm, tokens,
 tokens_per_s, sometimes eval_loss; then a final eval_loss / eval_perplexity line), checkpoints/ and, once it
-finished, adapter/ (adapter_config.json and training.json). eval.json, when present, is what
-`finetune evaluate ... --json` printed (base_loss, adapted_loss): the base model's held-out loss to compare with.
+finished, adapter/ (adapter_config.json and training.json). eval.json, when present, is what `finetune eval`
+kept there (base_loss, adapted_loss): the base model's held-out loss to compare with.
 """
 
 import json

@@ -71,6 +71,9 @@ def _run_eval(args) -> int:
 
     comparison = compare(args.adapter, args.data, args.base, args.batch_size)
     print(json.dumps(comparison.to_dict(), indent=2) if args.json else comparison.render())
+    run = Path(args.adapter).resolve().parent
+    if (run / "log.jsonl").is_file():  # the adapter of a training run: keep the result with it (the portal shows it)
+        (run / "eval.json").write_text(json.dumps(comparison.to_dict(), indent=2) + "\n")
     return 0
 
 

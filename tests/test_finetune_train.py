@@ -167,6 +167,7 @@ def test_eval_reports_base_and_adapted_perplexity(trained, data, capsys):
     run, result = trained
     assert cli.main(["eval", "--adapter", str(run / "adapter"), "--data", str(data), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
+    assert json.loads((run / "eval.json").read_text()) == report, "kept with the run, where the portal reads it"
     assert report["tokens"] > 0
     assert report["adapted_loss"] == pytest.approx(result.eval_loss, rel=1e-6)
     assert report["adapted_perplexity"] < report["base_perplexity"]

@@ -51,8 +51,8 @@ def run_details(run) -> None:
     )
     if before is None and run.adapter is not None:
         st.caption(
-            f"The base model's figure comes from `finetune eval --adapter {run.adapter} --data DATA --json > "
-            f"{run.path / 'eval.json'}`."
+            f"The base model's figure comes from `finetune eval --adapter {run.adapter} --data DATA`, which keeps "
+            f"its result in {run.path / 'eval.json'}."
         )
     log = read_log(run)
     steps = pd.DataFrame([line for line in log if "loss" in line], columns=["step", "loss"])

@@ -83,12 +83,11 @@ def compare(adapter_dir: Path, data_dir: Path, base_dir: Path | None = None, bat
 
     from .lora_model import check_adapter, load_base
 
-    info, base_dir = check_adapter(adapter_dir, base_dir)
+    adapter = check_adapter(adapter_dir, base_dir)
     data = load_split(data_dir, "eval")
     if not len(data):
         raise ConfigError(f"{data_dir} has no held-out split: prepare it with --eval-fraction above 0")
-    dtype = (info.get("config") or {}).get("model", {}).get("dtype", "float32")
-    model, _ = load_base(ModelSection(path=base_dir, dtype=dtype), for_training=False)
+    model, _ = load_base(ModelSection(path=adapter.base_dir, dtype=adapter.dtype), for_training=False)
     base_loss = evaluate_loss(model, data, batch_size)
     adapted_loss = evaluate_loss(load_adapter(model, adapter_dir), data, batch_size)
     return Comparison(scored(data.labels), base_loss, adapted_loss)

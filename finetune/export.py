@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .config import ConfigError
-from .lora_model import TRAINING_INFO, check_adapter, read_base_config
+from .lora_model import TRAINING_INFO, check_adapter
 
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
@@ -47,8 +47,7 @@ _EXPERT_KEY = re.compile(r"^(?P<prefix>.*)\.experts\.(?:base_layer\.)*lora_(?P<a
 
 
 def export(adapter_dir: Path, out_dir: Path, base_dir: Path | None = None) -> Path:
-    _info, base_dir = check_adapter(adapter_dir, base_dir)
-    base_config = read_base_config(base_dir)
+    base_config = check_adapter(adapter_dir, base_dir).base_config
     model_type = base_config.get("model_type", "")
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):

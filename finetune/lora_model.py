@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -54,14 +55,13 @@ def max_positions(base_config: dict) -> int | None:
 _STORAGE_KEYS = {"quantization", "quantization_blocks", "torch_dtype", "dtype", "transformers_version", "_name_or_path"}
 
 
-def base_fingerprint(path: Path) -> str:
+def base_fingerprint(base_config: dict) -> str:
     """sha256 of the base's config.json without its storage keys: same architecture and sizes, same fingerprint.
 
     Weights are not hashed (hundreds of GB); a same-shaped but different model is told apart only by the base path
     training.json records, which eval and merge print.
     """
-    config = read_base_config(Path(path))
-    identity = {key: value for key, value in config.items() if key not in _STORAGE_KEYS}
+    identity = {key: value for key, value in base_config.items() if key not in _STORAGE_KEYS}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -133,10 +133,23 @@ def write_training_info(adapter_dir: Path, info: dict) -> None:
     (adapter_dir / TRAINING_INFO).write_text(json.dumps(info, indent=2) + "\n")
 
 
-def check_adapter(adapter_dir: Path, base_dir: Path | None = None) -> tuple[dict, Path]:
-    """(training info, base directory) of an adapter, after checking it was trained on that base.
+@dataclass(frozen=True)
+class TrainedAdapter:
+    """An adapter directory checked against the base it will be put on."""
 
-    The base is `base_dir`, or the one the adapter records."""
+    path: Path
+    info: dict  # its training.json ({} for an adapter trained elsewhere)
+    base_dir: Path
+    base_config: dict
+
+    @property
+    def dtype(self) -> str:
+        """The dtype the base was trained in: evaluating or merging in it reproduces training's numbers."""
+        return (self.info.get("config") or {}).get("model", {}).get("dtype") or "float32"
+
+
+def check_adapter(adapter_dir: Path, base_dir: Path | None = None) -> TrainedAdapter:
+    """The adapter and its base (`base_dir`, or the one the adapter records), after checking they belong together."""
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise ConfigError(f"{adapter_dir} is not an adapter directory (no adapter_config.json)")
@@ -147,11 +160,11 @@ def check_adapter(adapter_dir: Path, base_dir: Path | None = None) -> tuple[dict
             raise ConfigError(f"{adapter_dir} does not record its base model: pass --base MODEL_DIR")
         base_dir = Path(info["base_model"])
     base_dir = Path(base_dir)
-    read_base_config(base_dir)
+    base_config = read_base_config(base_dir)
     expected = info.get("base_fingerprint")
-    if expected and expected != base_fingerprint(base_dir):
+    if expected and expected != base_fingerprint(base_config):
         raise ConfigError(
             f"adapter {adapter_dir} was trained on the model at {info.get('base_model')} and does not belong to "
-            f"{base_dir} (their config or weights differ): pass the base it was trained on"
+            f"{base_dir} (their architectures differ): pass the base it was trained on"
         )
-    return info, base_dir
+    return TrainedAdapter(adapter_dir, info, base_dir, base_config)

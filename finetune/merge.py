@@ -10,23 +10,21 @@ import torch
 from model import load_adapter
 
 from .config import ConfigError, ModelSection
-from .lora_model import check_adapter, load_base, read_base_config
+from .lora_model import check_adapter, load_base
 
 
 def merge(adapter_dir: Path, out_dir: Path, base_dir: Path | None = None, dtype: str | None = None) -> Path:
     """Write base + adapter as full weights (and the tokenizer) to `out_dir`."""
-    info, base_dir = check_adapter(adapter_dir, base_dir)
-    base_config = read_base_config(base_dir)
-    if base_config.get("quantization") == "int8":
+    adapter = check_adapter(adapter_dir, base_dir)
+    if adapter.base_config.get("quantization") == "int8":
         raise ConfigError(
-            f"{base_dir} holds int8 weights, and merging a LoRA update into int8 would round it away: convert the "
+            f"{adapter.base_dir} holds int8 weights, and merging a LoRA update into int8 would round it away: convert the "
             "release with `python -m model.grok1.convert --dtype bfloat16` and merge onto that (the adapter fits it)"
         )
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"{out_dir} is not empty: merge into a new directory")
-    dtype = dtype or (info.get("config") or {}).get("model", {}).get("dtype") or "float32"
-    model, tokenizer = load_base(ModelSection(path=base_dir, dtype=dtype), for_training=False)
+    model, tokenizer = load_base(ModelSection(path=adapter.base_dir, dtype=dtype or adapter.dtype), for_training=False)
     merged = load_adapter(model, adapter_dir).merge_and_unload()
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)

@@ -38,6 +38,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from finetune import dataset
+from finetune.lora_model import max_positions
 from finetune.sources import (
     FORMATS,
     JSONL_SUFFIX,
@@ -224,10 +225,9 @@ def _check_seq_len(seq_len: int, model: Path, tokenizer) -> None:
             config = json.loads(config_file.read_text())
         except (OSError, ValueError) as error:
             raise PrepareError(f"{config_file} is not readable JSON ({error}): fix or restore it") from None
-        for scope in (config, config.get("text_config") or {}):
-            for key in ("max_position_embeddings", "n_positions"):
-                if isinstance(scope.get(key), int) and scope[key] > 0:
-                    limits.append((scope[key], f"{key} in {config_file}"))
+        # The same limit `finetune train` checks the dataset against.
+        if (positions := max_positions(config)) is not None:
+            limits.append((positions, f"the position limit in {config_file}"))
     if limits and seq_len > (limit := min(limits))[0]:
         raise PrepareError(
             f"--seq-len {seq_len} is over the model's limit of {limit[0]} ({limit[1]}): use at most that"

@@ -194,7 +194,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, acce
     if len(eval_data):
         eval_loss = evaluate_loss(model, eval_data, config.train.micro_batch, acc)
         logger.write({"step": config.train.max_steps, "eval_loss": eval_loss, "eval_perplexity": math.exp(eval_loss)})
-    adapter_dir = save_adapter(model, acc, config, manifest, eval_loss)
+    adapter_dir = save_adapter(model, acc, config, base_config, manifest, eval_loss)
     peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else _peak_rss()
     logger.close()
     return TrainResult(
@@ -229,7 +229,7 @@ def _step(model, data, global_ids: torch.Tensor, config: TrainConfig, acc) -> tu
     return loss_sum, global_tokens, grad_norm
 
 
-def save_adapter(model, acc, config: TrainConfig, manifest: dict, eval_loss: float | None) -> Path:
+def save_adapter(model, acc, config: TrainConfig, base_config: dict, manifest: dict, eval_loss: float | None) -> Path:
     """The final adapter in PEFT's layout, plus training.json tying it to its base and data."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -244,7 +244,7 @@ def save_adapter(model, acc, config: TrainConfig, manifest: dict, eval_loss: flo
         shutil.rmtree(partial, ignore_errors=True)
         try:
             acc.unwrap_model(model).save_pretrained(partial, state_dict=state)
-            write_training_info(partial, _training_info(config, manifest, eval_loss))
+            write_training_info(partial, _training_info(config, base_config, manifest, eval_loss))
         except OSError as error:
             shutil.rmtree(partial, ignore_errors=True)
             raise CheckpointError(
@@ -257,11 +257,11 @@ def save_adapter(model, acc, config: TrainConfig, manifest: dict, eval_loss: flo
     return adapter_dir
 
 
-def _training_info(config: TrainConfig, manifest: dict, eval_loss: float | None) -> dict:
+def _training_info(config: TrainConfig, base_config: dict, manifest: dict, eval_loss: float | None) -> dict:
     """What ties an adapter to its base and data (training.json)."""
     return {
         "base_model": str(config.model.path),
-        "base_fingerprint": base_fingerprint(config.model.path),
+        "base_fingerprint": base_fingerprint(base_config),
         "dataset": str(config.data),
         "dataset_sha256": _manifest_hash(manifest),
         "steps": config.train.max_steps,

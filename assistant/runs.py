@@ -14,6 +14,7 @@ from pathlib import Path
 LOG_FILE = "log.jsonl"
 CONFIG_FILE = "config.json"
 ADAPTER_DIR = "adapter"
+ADAPTER_CONFIG = "adapter_config.json"  # what makes a directory a PEFT adapter
 # The trainer writes a log line every step; a run whose log is older than this has stopped (or hangs).
 RUNNING_WITHIN_S = 120
 
@@ -43,6 +44,13 @@ def list_runs(root: Path) -> list[RunInfo]:
     ]
 
 
+def adapters(root: Path | None) -> list[Path]:
+    """The adapters of the finished runs under root, one directory each."""
+    if root is None or not Path(root).is_dir():
+        return []
+    return sorted(config.parent for config in Path(root).glob(f"*/{ADAPTER_DIR}/{ADAPTER_CONFIG}"))
+
+
 def read_log(run: RunInfo | Path) -> list[dict]:
     """The run's log lines; a line the trainer is writing right now (torn) is left out."""
     path = run.path if isinstance(run, RunInfo) else Path(run)
@@ -66,7 +74,7 @@ def read_log(run: RunInfo | Path) -> list[dict]:
 def _run_info(path: Path) -> RunInfo:
     log = read_log(path)
     adapter = path / ADAPTER_DIR
-    finished = (adapter / "adapter_config.json").is_file()
+    finished = (adapter / ADAPTER_CONFIG).is_file()
     training = _json(adapter / "training.json") if finished else {}
     steps_logged = [record for record in log if "loss" in record]
     evaluated = [record["eval_loss"] for record in log if record.get("eval_loss") is not None]

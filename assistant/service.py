@@ -8,8 +8,9 @@ from typing import Self
 
 from qdrant_client.http.exceptions import ApiException
 
-from assistant import extractive
+from assistant import extractive, runs
 from assistant.audit import AuditLog
+from assistant.runs import ADAPTER_CONFIG
 from assistant.settings import Settings
 from assistant.types import Answer, DocumentInfo, Health, Source, User
 from model.generators import Generator
@@ -22,7 +23,6 @@ from retrieval.embedding import LocalEmbedding
 from retrieval.ingest import document_id
 
 EXTRACTIVE_MODEL = "extractive"
-ADAPTER_CONFIG = "adapter_config.json"  # what makes a directory a PEFT adapter
 HEALTH_TIMEOUT_S = 2.0  # a health page must answer quickly, even when the model server does not
 
 
@@ -234,10 +234,7 @@ class Assistant:
 
     def adapters(self) -> list[Path]:
         """The adapters fine-tuning runs under runs_dir produced, one directory each."""
-        runs_dir = self.settings.runs_dir
-        if runs_dir is None or not runs_dir.is_dir():
-            return []
-        return sorted(config.parent for config in runs_dir.glob(f"*/adapter/{ADAPTER_CONFIG}"))
+        return runs.adapters(self.settings.runs_dir)
 
     def use_adapter(self, adapter: Path | None) -> None:
         """Answers from now on use `adapter` (None: the base model); the model is loaded again on the next answer."""

@@ -5,16 +5,13 @@ dropped. An operator who must keep everything ships the rotated files elsewhere 
 """
 
 import json
-import logging
 import os
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from assistant.files import exclusive_lock
-
-log = logging.getLogger(__name__)
+from assistant.files import exclusive_lock, read_jsonl
 
 
 class AuditError(RuntimeError):
@@ -77,7 +74,7 @@ class AuditLog:
                     break
             except FileNotFoundError:  # rotated away by a writer meanwhile
                 continue
-            for entry in reversed(_read_lines(path)):
+            for entry in reversed(read_jsonl(path)):
                 if user is not None and entry.get("user") != user:
                     continue
                 if wanted is not None and entry.get("event") not in wanted:
@@ -139,27 +136,6 @@ def _ends_with_newline(path: Path) -> bool:
     with path.open("rb") as file:
         file.seek(-1, os.SEEK_END)
         return file.read(1) == b"\n"
-
-
-def _read_lines(path: Path) -> list[dict]:
-    try:
-        lines = path.read_bytes().splitlines()
-    except FileNotFoundError:
-        return []
-    entries = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            # The last line is torn when a writer died mid-write; anything else is damage worth a warning.
-            if number != len(lines):
-                log.warning("%s line %d is not a JSON event; skipped", path, number)
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries
 
 
 def _aware(moment: datetime | None) -> datetime | None:

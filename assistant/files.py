@@ -1,12 +1,16 @@
-"""Small file primitives the assistant's own files (users, audit log) share: a cross-process lock, a durable rename."""
+"""Small file primitives the assistant's files share: a cross-process lock, a durable rename, reading JSON lines."""
 
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -31,3 +35,28 @@ def fsync_directory(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON objects of a JSON-lines file that another process may be appending to; a missing file holds none.
+
+    The last line is torn when its writer died (or is still writing): it is left out quietly. A bad line anywhere
+    else is damage, left out with a warning.
+    """
+    try:
+        lines = Path(path).read_bytes().splitlines()
+    except FileNotFoundError:
+        return []
+    entries = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            if number != len(lines):
+                log.warning("%s line %d is not a JSON object; skipped", path, number)
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries

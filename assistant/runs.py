@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from assistant.files import read_jsonl
+
 LOG_FILE = "log.jsonl"
 CONFIG_FILE = "config.json"
 ADAPTER_DIR = "adapter"
@@ -56,19 +58,7 @@ def read_log(run: RunInfo | Path) -> list[dict]:
     path = run.path if isinstance(run, RunInfo) else Path(run)
     if path.is_dir():
         path = path / LOG_FILE
-    try:
-        lines = path.read_bytes().splitlines()
-    except FileNotFoundError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+    return read_jsonl(path)
 
 
 def _run_info(path: Path) -> RunInfo:

@@ -13,4 +13,18 @@ from assistant.types import Answer, DocumentInfo, Health, Source, User
 # An earlier (question, answer) of a conversation, passed back with a follow-up; the prompt's own type.
 from model.prompt import Turn
 
-__all__ = ["Answer", "Assistant", "DocumentInfo", "DocumentNotFound", "Health", "Settings", "Source", "Turn", "User"]
+# What Assistant.ingest returns: the ingestion's own report.
+from retrieval import IngestReport
+
+__all__ = [
+    "Answer",
+    "Assistant",
+    "DocumentInfo",
+    "DocumentNotFound",
+    "Health",
+    "IngestReport",
+    "Settings",
+    "Source",
+    "Turn",
+    "User",
+]

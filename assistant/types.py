@@ -19,6 +19,11 @@ class User:
     def is_admin(self) -> bool:
         return ADMIN_GROUP in self.groups
 
+    @property
+    def own_groups(self) -> tuple[str, ...]:
+        """The groups the user belongs to as a reader: admin is a role, not an audience to share documents with."""
+        return tuple(group for group in self.groups if group != ADMIN_GROUP)
+
 
 @dataclass(frozen=True)
 class Source:

@@ -168,3 +168,25 @@ class UserStore:
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not name or any(character.isspace() for character in name):
         raise UserStoreError(f"invalid user name {name!r}: use a non-empty name without spaces")
+
+
+def user_from_claims(claims: dict) -> tuple[User, list[str]]:
+    """The user an OpenID Connect identity token names, and the groups in it that were left out.
+
+    The name is the first of email, preferred_username, name, sub; the groups come from the `groups` claim. A
+    group the store could not hold (an LDAP DN, say) is left out rather than refusing the user altogether.
+    """
+    name = claims.get("email") or claims.get("preferred_username") or claims.get("name") or claims.get("sub")
+    raw = claims.get("groups") or []
+    if isinstance(raw, str):  # some providers send a single group as a string
+        raw = [raw]
+    groups = [group for group in raw if _is_group_name(group)]
+    return User(str(name), tuple(groups)), sorted(set(map(str, raw)) - set(groups))
+
+
+def _is_group_name(group) -> bool:
+    try:
+        validate_groups([group])
+    except ValueError:  # InvalidGroupName
+        return False
+    return True

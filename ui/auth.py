@@ -18,7 +18,7 @@ from __future__ import annotations
 import streamlit as st
 
 from assistant import Settings, User
-from retrieval import validate_groups
+from assistant.users import user_from_claims
 from ui.components import USER_KEY, failures_shown, get_settings
 
 WRONG = "Wrong name or password."
@@ -36,23 +36,9 @@ def signed_in_user(settings: Settings) -> User | None:
 
 
 def _oidc_user() -> User:
-    claims = st.user.to_dict()
-    name = claims.get("email") or claims.get("preferred_username") or claims.get("name") or claims.get("sub")
-    raw = claims.get("groups") or []
-    if isinstance(raw, str):  # some providers send a single group as a string
-        raw = [raw]
-    # A group the store could not hold (e.g. an LDAP DN) is left out rather than refusing the user altogether.
-    groups = [g for g in raw if _valid(g)]
-    st.session_state["ignored_groups"] = sorted(set(map(str, raw)) - set(groups))
-    return User(str(name), tuple(groups))
-
-
-def _valid(group) -> bool:
-    try:
-        validate_groups([group])
-        return True
-    except ValueError:
-        return False
+    user, ignored = user_from_claims(st.user.to_dict())
+    st.session_state["ignored_groups"] = ignored
+    return user
 
 
 def sign_in_page() -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from retrieval import IngestReport
+from assistant import IngestReport
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@ -]")
 

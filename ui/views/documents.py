@@ -5,7 +5,6 @@ from pathlib import Path
 import streamlit as st
 
 from assistant import Assistant, DocumentInfo, User
-from retrieval import ADMIN_GROUP
 from ui.components import assistant_or_stop, failures_shown, human_size, require_user, short_time
 from ui.uploads import Saved, outcome_rows, save_uploads, user_folder
 
@@ -15,7 +14,7 @@ UPLOADER_KEY = "documents:uploader"
 
 def upload_form(assistant: Assistant, user: User, documents: list[DocumentInfo]) -> None:
     settings = assistant.settings
-    own = [g for g in user.groups if g != ADMIN_GROUP]
+    own = list(user.own_groups)
     # A user shares only with groups they are in; an administrator with any group, existing or new.
     options = sorted(set(own) | {g for d in documents for g in d.groups}) if user.is_admin else own
     if not options and not user.is_admin:

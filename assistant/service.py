@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Self
 
+from llama_index.core.schema import NodeWithScore
 from qdrant_client.http.exceptions import ApiException
 
 from assistant import extractive, runs
@@ -21,6 +22,9 @@ from retrieval.access import ADMIN_GROUP
 from retrieval.chunking import Chunker
 from retrieval.embedding import LocalEmbedding
 from retrieval.ingest import document_id
+from retrieval.rerank import CrossEncoderReranker, bundled_reranker_path
+from retrieval.search import Searcher
+from retrieval.sparse import Bm25Encoder
 
 EXTRACTIVE_MODEL = "extractive"
 HEALTH_TIMEOUT_S = 2.0  # a health page must answer quickly, even when the model server does not
@@ -36,10 +40,26 @@ class Assistant:
         self.settings = settings or Settings()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         # The embedder may be shared (tests, one portal process with several stores).
-        self.embedder = embedder or LocalEmbedding(self.settings.embedding_model, self.settings.embed_batch_size)
+        self.embedder = embedder or LocalEmbedding(
+            self.settings.embedding_model,
+            self.settings.embed_batch_size,
+            precision=self.settings.embedding_precision,
+            # The int8 export is made once, from the local weights, and kept with the assistant's other state.
+            cache_dir=self.settings.embedding_cache_dir or self.settings.data_dir / "models" / "embeddings",
+            threads=self.settings.embedding_threads,
+        )
         self.store = ChunkStore(self.settings, self.embedder.dimension)
         chunker = Chunker(self.embedder.count_tokens, self.settings.chunk_size, self.settings.chunk_overlap)
-        self.ingestor = Ingestor(self.store, self.embedder, chunker, self.settings.embed_batch_size)
+        sparse = Bm25Encoder(avg_len=self.settings.bm25_avg_len)
+        self.ingestor = Ingestor(self.store, self.embedder, sparse, chunker, self.settings.embed_batch_size)
+        self.searcher = Searcher(
+            self.store,
+            self.embedder,
+            sparse,
+            _reranker(self.settings.reranker),
+            self.settings.rerank_candidates,
+            self.settings.rerank_weight,
+        )
         # Built on first use: loading a model takes seconds to minutes, and a command that only ingests needs none.
         self._generator: Generator | None = None
         self._generator_lock = threading.Lock()
@@ -110,15 +130,12 @@ class Assistant:
     # --- questions -------------------------------------------------------------------------
 
     def search(self, query: str, user: User, k: int = 10) -> list[Source]:
-        return self._search(self._embed_query(query), user, k)
+        _require_text(query)
+        return [_to_source(hit) for hit in self.searcher.search(query, user.groups, k)]
 
     def _embed_query(self, query: str) -> list[float]:
-        if not query or not query.strip():
-            raise ValueError("the query is empty")
+        _require_text(query)
         return self.embedder.embed([query])[0]
-
-    def _search(self, vector: list[float], user: User, k: int) -> list[Source]:
-        return [_to_source(hit) for hit in self.store.search(vector, user.groups, k)]
 
     def ask(self, question: str, user: User, k: int = 5, history: Sequence[Turn] = ()) -> Answer:
         *_, answer = self.stream(question, user, k, history)
@@ -144,8 +161,9 @@ class Assistant:
         self.audit.check()
         started = time.perf_counter()
         history = tuple(history)[-FOLLOW_UP_TURNS:]
-        question_vector = self._embed_query(_search_text(question, history))
-        sources = self._search(question_vector, user, k)
+        search_text = _search_text(question, history)
+        question_vector = self._embed_query(search_text)
+        sources = [_to_source(hit) for hit in self.searcher.search(search_text, user.groups, k, dense=question_vector)]
         retrieved = time.perf_counter()
         # No source the user may read means nothing to answer from: the model is not asked, so it cannot answer
         # from what it learned elsewhere (or from documents an adapter was trained on).
@@ -311,7 +329,7 @@ def _to_info(record: DocumentRecord) -> DocumentInfo:
     )
 
 
-def _to_source(hit) -> Source:
+def _to_source(hit: NodeWithScore) -> Source:
     meta = hit.node.metadata
     return Source(
         doc_id=meta["doc_id"],
@@ -322,3 +340,14 @@ def _to_source(hit) -> Source:
         text=hit.node.text,
         heading=meta.get("heading"),
     )
+
+
+def _require_text(query: str) -> None:
+    if not query or not query.strip():
+        raise ValueError("the query is empty")
+
+
+def _reranker(setting: str | None) -> CrossEncoderReranker | None:
+    if setting is None:
+        return None
+    return CrossEncoderReranker(bundled_reranker_path() if setting == "bundled" else Path(setting).expanduser())

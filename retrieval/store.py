@@ -1,12 +1,16 @@
 """The Qdrant store: chunks with their vectors, and one record per document.
 
-Two collections. ``<name>`` holds a point per chunk (vector + text + metadata, including the
-groups that may read it). ``<name>_documents`` holds a vector-less point per document: its
+Two collections. ``<name>`` holds a point per chunk (a dense and a sparse BM25 vector + text + metadata,
+including the groups that may read it). ``<name>_documents`` holds a vector-less point per document: its
 path, content hash, groups and chunk count. The document record is written last, after all
 its chunks, so it doubles as the commit marker: before the chunks go in, the record is put
 with status "writing"; only after them with status "complete". A run killed halfway leaves a
 "writing" record, and the next run redoes that document and sweeps its stale chunks. Ids are
 derived from the document id and the chunk number, so redoing overwrites, never duplicates.
+
+Where the collections live: a Qdrant server when ``qdrant_url`` is set (qdrant-client); an embedded
+qdrant-edge shard per collection under ``qdrant_path`` otherwise; ``:memory:`` is a throw-away
+qdrant-client local-mode store.
 """
 
 import uuid
@@ -15,19 +19,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from llama_index.core.schema import NodeWithScore, TextNode
-from qdrant_client import QdrantClient, models
+from qdrant_client import QdrantClient
 
 from retrieval.access import ADMIN_GROUP, access_filter
+from retrieval.edge_index import EdgeIndex, EdgeLockedError
+from retrieval.points import QueryVectors, SearchPlan, SparseVector, StoredPoint, Where
+from retrieval.server_index import ServerIndex
 from retrieval.settings import RetrievalSettings
 
 _ID_NAMESPACE = uuid.UUID("5b0c1f8e-7f9a-4f4e-9a59-8d4b2f7a1c30")
-DENSE = "dense"
 COMPLETE = "complete"
 WRITING = "writing"
 DELETING = "deleting"
 
 
 class StoreLockedError(RuntimeError):
+    pass
+
+
+class StoreNotFound(FileNotFoundError):
     pass
 
 
@@ -56,83 +66,94 @@ class DocumentRecord:
         return cls(**{**payload, "groups": tuple(payload["groups"])})
 
 
-def open_client(settings: RetrievalSettings) -> QdrantClient:
-    if settings.qdrant_url:
-        api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-        return QdrantClient(url=settings.qdrant_url, api_key=api_key)
-    if settings.qdrant_path in (None, ":memory:"):
-        return QdrantClient(location=":memory:")
-    path = Path(settings.qdrant_path)
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        return QdrantClient(path=str(path))
-    except RuntimeError as exc:
-        if "already accessed" not in str(exc):
-            raise
-        raise StoreLockedError(
-            f"the embedded store at {path} is open in another process, and embedded mode allows one "
-            "process at a time: stop the other process (the portal, the API or another `assistant` "
-            "command), or run a Qdrant server and set ASSISTANT_QDRANT_URL"
-        ) from None
-
-
 class ChunkStore:
-    def __init__(self, settings: RetrievalSettings, dimension: int):
-        self.client = open_client(settings)
-        self.chunks = settings.collection
-        self.documents = f"{settings.collection}_documents"
-        self._ensure_collections(dimension, server=bool(settings.qdrant_url))
+    def __init__(self, settings: RetrievalSettings, dimension: int | None):
+        """Opens (creating where absent) the store the settings name.
 
-    def _ensure_collections(self, dimension: int, server: bool) -> None:
-        if not self.client.collection_exists(self.chunks):
-            self.client.create_collection(
-                self.chunks,
-                vectors_config={DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)},
-            )
+        ``dimension`` None opens an existing store as it is, for readers that make no vectors (fine-tuning's
+        data preparation); it raises StoreNotFound where there is none.
+        """
+        self.plan = SearchPlan(settings.search_mode, settings.search_candidates, settings.fusion)
+        self._client: QdrantClient | None = None
+        if settings.qdrant_url or settings.qdrant_path in (None, ":memory:"):
+            self.chunks, self.documents = self._open_server(settings, dimension)
         else:
-            existing = self.client.get_collection(self.chunks).config.params.vectors[DENSE].size
-            if existing != dimension:
-                raise ValueError(
-                    f"collection {self.chunks!r} holds {existing}-d vectors but the embedding model makes "
-                    f"{dimension}-d ones: use the model the store was built with, or a new collection name"
-                )
-        if not self.client.collection_exists(self.documents):
-            self.client.create_collection(self.documents, vectors_config={})
-        # Every read filters on groups and every write on doc_id: a server indexes both (embedded
-        # mode scans and only warns that indexes have no effect there).
-        for collection in (self.chunks, self.documents) if server else ():
-            for key in ("doc_id", "groups"):
-                self.client.create_payload_index(collection, key, models.PayloadSchemaType.KEYWORD)
+            self.chunks, self.documents = self._open_edge(Path(settings.qdrant_path), settings.collection, dimension)
+        if self.plan.mode != "dense" and not getattr(self.chunks, "has_sparse", True):
+            self.close()
+            raise ValueError(
+                f"collection {settings.collection!r} was built without sparse vectors, which {self.plan.mode} search "
+                "needs: re-ingest into a new collection (ASSISTANT_COLLECTION), or set ASSISTANT_SEARCH_MODE=dense"
+            )
+
+    def _open_server(self, settings: RetrievalSettings, dimension: int | None) -> tuple[ServerIndex, ServerIndex]:
+        if settings.qdrant_url:
+            api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+            self._client = QdrantClient(url=settings.qdrant_url, api_key=api_key)
+        else:
+            self._client = QdrantClient(location=":memory:")
+        server = bool(settings.qdrant_url)
+        try:
+            chunks = ServerIndex(self._client, settings.collection, dimension, vectors=True, server=server)
+            documents = ServerIndex(
+                self._client, f"{settings.collection}_documents", None, vectors=False, server=server
+            )
+        except FileNotFoundError:
+            self._client.close()
+            raise StoreNotFound(f"no collection {settings.collection!r} at {settings.qdrant_url}") from None
+        return chunks, documents
+
+    @staticmethod
+    def _open_edge(path: Path, collection: str, dimension: int | None) -> tuple[EdgeIndex, EdgeIndex]:
+        if (path / "meta.json").is_file():
+            # qdrant-client's local-mode layout, which the embedded store used before it moved to qdrant-edge.
+            raise ValueError(
+                f"the store at {path} is in an earlier embedded format: move it aside and ingest the documents "
+                "again (`assistant ingest`), which rebuilds it with hybrid search"
+            )
+        if dimension is None and not (path / collection).is_dir():
+            raise StoreNotFound(f"no store at {path}")
+        path.mkdir(parents=True, exist_ok=True)
+        opened = []
+        try:
+            opened.append(EdgeIndex(path / collection, dimension, vectors=True))
+            opened.append(EdgeIndex(path / f"{collection}_documents", dimension, vectors=False))
+        except EdgeLockedError:
+            for index in opened:
+                index.close()
+            raise StoreLockedError(
+                f"the embedded store at {path} is open in another process, and embedded mode allows one "
+                "process at a time: stop the other process (the portal, the API or another `assistant` "
+                "command), or run a Qdrant server and set ASSISTANT_QDRANT_URL"
+            ) from None
+        return opened[0], opened[1]
 
     def close(self) -> None:
-        self.client.close()
+        self.chunks.close()
+        self.documents.close()
+        if self._client is not None:
+            self._client.close()
 
     # --- documents -------------------------------------------------------------------------
 
     def get_document(self, doc_id: str) -> DocumentRecord | None:
-        found = self.client.retrieve(self.documents, [_document_point_id(doc_id)], with_payload=True)
-        return DocumentRecord.from_payload(found[0].payload) if found else None
+        found = self.documents.retrieve([_document_point_id(doc_id)])
+        return DocumentRecord.from_payload(found[0]) if found else None
 
     def put_document(self, record: DocumentRecord) -> None:
         self.put_documents([record])
 
     def put_documents(self, records: list[DocumentRecord]) -> None:
-        points = [
-            models.PointStruct(
-                id=_document_point_id(r.doc_id), vector={}, payload={**asdict(r), "groups": list(r.groups)}
-            )
-            for r in records
-        ]
+        points = [StoredPoint(_document_point_id(r.doc_id), {**asdict(r), "groups": list(r.groups)}) for r in records]
         if points:
-            self.client.upsert(self.documents, points, wait=True)
+            self.documents.upsert(points)
 
     def list_documents(self, reader_groups: Iterable[str]) -> list[DocumentRecord]:
         records, offset = [], None
+        where = access_filter(reader_groups)
         while True:
-            points, offset = self.client.scroll(
-                self.documents, scroll_filter=access_filter(reader_groups), limit=256, offset=offset
-            )
-            records.extend(DocumentRecord.from_payload(p.payload) for p in points)
+            points, offset = self.documents.scroll(where, limit=256, offset=offset)
+            records.extend(DocumentRecord.from_payload(payload) for _, payload in points)
             if offset is None:
                 return sorted(records, key=lambda r: r.path)
 
@@ -142,59 +163,49 @@ class ChunkStore:
     def set_groups(self, record: DocumentRecord, groups: tuple[str, ...]) -> None:
         # Chunks first, record last: a crash in between leaves the old record, so the next run
         # sees the groups differ and does this again.
-        self.client.set_payload(self.chunks, {"groups": list(groups)}, points=self._of_document(record.doc_id))
+        self.chunks.set_payload(Where.match("doc_id", record.doc_id), {"groups": list(groups)})
         record.groups = groups
         self.put_document(record)
 
     def delete_document(self, record: DocumentRecord) -> None:
         record.status = DELETING
         self.put_document(record)
-        self.client.delete(self.chunks, self._of_document(record.doc_id), wait=True)
-        self.client.delete(self.documents, [_document_point_id(record.doc_id)], wait=True)
+        self.chunks.delete(Where.match("doc_id", record.doc_id))
+        self.documents.delete_ids([_document_point_id(record.doc_id)])
 
     # --- chunks ----------------------------------------------------------------------------
 
-    def upsert_chunks(self, nodes: list[TextNode]) -> None:
-        points = [
-            models.PointStruct(
-                id=node.id_, vector={DENSE: node.embedding}, payload={**node.metadata, "text": node.text}
-            )
-            for node in nodes
-        ]
-        self.client.upsert(self.chunks, points, wait=True)
+    def upsert_chunks(self, nodes: list[TextNode], sparse: list[SparseVector]) -> None:
+        """Each node with its dense vector (``node.embedding``) and its sparse one, in one point."""
+        self.chunks.upsert(
+            [
+                StoredPoint(node.id_, {**node.metadata, "text": node.text}, node.embedding, vector)
+                for node, vector in zip(nodes, sparse, strict=True)
+            ]
+        )
 
     def remove_stale_chunks(self, doc_id: str, content_hash: str) -> None:
         """Drops the chunks of an earlier version of the document (including any beyond the new count)."""
-        stale = models.Filter(
-            must=[_match("doc_id", doc_id)],
-            must_not=[_match("content_hash", content_hash)],
-        )
-        self.client.delete(self.chunks, models.FilterSelector(filter=stale), wait=True)
+        self.chunks.delete(Where.match("doc_id", doc_id).excluding("content_hash", content_hash))
 
     def count_chunks(self) -> int:
-        return self.client.count(self.chunks, exact=True).count
+        return self.chunks.count()
 
-    def search(self, vector: list[float], reader_groups: Iterable[str], k: int) -> list[NodeWithScore]:
-        """Nearest chunks the reader may see; the access filter is part of the query itself."""
-        response = self.client.query_points(
-            self.chunks,
-            query=vector,
-            using=DENSE,
-            query_filter=access_filter(reader_groups),
-            limit=k,
-            with_payload=True,
-        )
-        return [_to_node(point) for point in response.points]
+    def scroll_chunks(self, limit: int = 256, offset: str | None = None) -> tuple[list[TextNode], str | None]:
+        points, offset = self.chunks.scroll(None, limit, offset)
+        return [_to_node(point_id, payload) for point_id, payload in points], offset
 
-    def _of_document(self, doc_id: str) -> models.FilterSelector:
-        return models.FilterSelector(filter=models.Filter(must=[_match("doc_id", doc_id)]))
+    def get_chunk(self, point_id: str) -> TextNode | None:
+        found = self.chunks.retrieve([point_id])
+        return _to_node(point_id, found[0]) if found else None
+
+    def search(self, query: QueryVectors, reader_groups: Iterable[str], k: int) -> list[NodeWithScore]:
+        """The chunks the reader may see that best match; the access filter is part of every branch of the query."""
+        hits = self.chunks.query(query, access_filter(reader_groups), k, self.plan)
+        return [NodeWithScore(node=_to_node(hit.id, hit.payload), score=hit.score) for hit in hits]
 
 
-def _match(key: str, value: str) -> models.FieldCondition:
-    return models.FieldCondition(key=key, match=models.MatchValue(value=value))
-
-
-def _to_node(point: models.ScoredPoint) -> NodeWithScore:
-    payload = dict(point.payload)
+def _to_node(point_id: str, payload: dict) -> TextNode:
+    payload = dict(payload)
     text = payload.pop("text")
-    return NodeWithScore(node=TextNode(id_=str(point.id), text=text, metadata=payload), score=point.score)
+    return TextNode(id_=point_id, text=text, metadata=payload)

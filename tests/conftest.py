@@ -34,10 +34,11 @@ def no_egress():
 
 
 @pytest.fixture(scope="session")
-def embedder():
+def embedder(tmp_path_factory):
     from retrieval.embedding import LocalEmbedding
 
-    return LocalEmbedding()
+    # The int8 export goes to a fresh cache: the suite builds it as a first run on a new machine does.
+    return LocalEmbedding(cache_dir=tmp_path_factory.mktemp("embeddings"))
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def make_assistant(embedder, tmp_path):
     opened = []
 
     def make(**overrides):
-        settings = Settings(data_dir=tmp_path / "data", qdrant_path=":memory:", **overrides)
+        settings = Settings(**{"data_dir": tmp_path / "data", "qdrant_path": ":memory:", **overrides})
         assistant = Assistant(settings, embedder=embedder)
         opened.append(assistant)
         return assistant

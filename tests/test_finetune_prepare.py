@@ -298,10 +298,10 @@ def test_a_document_changed_or_gone_since_ingestion_is_not_used(company, model_d
 
 
 def test_a_locked_store_says_how_to_get_at_it(company, model_dir, tmp_path):
-    from qdrant_client import QdrantClient
+    from retrieval import ChunkStore, RetrievalSettings
 
     _, store = company
-    holder = QdrantClient(path=str(store))  # as the running portal would
+    holder = ChunkStore(RetrievalSettings(qdrant_path=str(store)), None)  # as the running portal would
     try:
         with pytest.raises(PrepareError, match="stop the assistant.*--qdrant-url"):
             prepare(model_dir, tmp_path / "out", groups=["staff"], store=store, seq_len=SEQ_LEN)

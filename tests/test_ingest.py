@@ -30,8 +30,8 @@ def store_state(assistant):
     """Every chunk point as (id, doc_id, chunk, content_hash), sorted: the store's whole content."""
     points, offset = [], None
     while True:
-        batch, offset = assistant.store.client.scroll(assistant.store.chunks, limit=256, offset=offset)
-        points += [(str(p.id), p.payload["doc_id"], p.payload["chunk"], p.payload["content_hash"]) for p in batch]
+        batch, offset = assistant.store.scroll_chunks(limit=256, offset=offset)
+        points += [(n.id_, n.metadata["doc_id"], n.metadata["chunk"], n.metadata["content_hash"]) for n in batch]
         if offset is None:
             return sorted(points)
 
@@ -51,7 +51,7 @@ def test_ingest_then_search_finds_the_passage_with_its_metadata(make_assistant, 
     assert hit.path == str((docs / "handbook.md").resolve())
     assert hit.heading == "Handbook > Annual leave"
     assert hit.doc_id == document_id(docs / "handbook.md")
-    payload = assistant.store.client.retrieve(assistant.store.chunks, [hit_id(assistant, hit)])[0].payload
+    payload = assistant.store.get_chunk(hit_id(assistant, hit)).metadata
     assert payload["groups"] == ["staff"] and payload["chunk"] == 0 and len(payload["content_hash"]) == 64
     assert payload["ingested_at"]
 

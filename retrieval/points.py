@@ -1,0 +1,75 @@
+"""What the store keeps and asks for, independent of which Qdrant engine holds it.
+
+The embedded store runs on qdrant-edge and a server on qdrant-client: two APIs with their own filter and point
+classes. The store speaks these small types, and each index translates them into its engine's own.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+DENSE = "dense"
+SPARSE = "sparse"
+
+SearchMode = Literal["dense", "sparse", "hybrid"]
+Fusion = Literal["dbsf", "rrf"]
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    indices: list[int]
+    values: list[float]
+
+
+@dataclass(frozen=True)
+class Where:
+    """Points whose payload ``key`` holds any of the values, for every key in ``all_of``, and none in ``none_of``.
+
+    A key with no values in ``all_of`` matches nothing: that is how a reader without groups reads nothing.
+    """
+
+    all_of: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    none_of: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def match(cls, key: str, *values: str) -> "Where":
+        return cls(all_of={key: values})
+
+    def excluding(self, key: str, *values: str) -> "Where":
+        return Where(self.all_of, {**self.none_of, key: values})
+
+    def __and__(self, other: "Where | None") -> "Where":
+        if other is None:
+            return self
+        return Where({**self.all_of, **other.all_of}, {**self.none_of, **other.none_of})
+
+
+@dataclass
+class StoredPoint:
+    id: str
+    payload: dict
+    dense: list[float] | None = None
+    sparse: SparseVector | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    payload: dict
+
+
+@dataclass(frozen=True)
+class QueryVectors:
+    """A query as each branch of the search reads it."""
+
+    dense: list[float] | None = None
+    sparse: SparseVector | None = None
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """How the index runs a query: which branches, how many candidates each, how they are fused."""
+
+    mode: SearchMode = "hybrid"
+    candidates: int = 100
+    fusion: Fusion = "dbsf"

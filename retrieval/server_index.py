@@ -1,0 +1,129 @@
+"""One collection of a Qdrant server (or cluster) through qdrant-client.
+
+Also the throw-away in-memory store (``:memory:``): qdrant-client's local mode runs the same client calls as a
+server does, which is how this path is exercised where no server runs (tests, a quick try).
+"""
+
+from qdrant_client import QdrantClient, models
+
+from retrieval.points import DENSE, SPARSE, Hit, QueryVectors, SearchPlan, StoredPoint, Where
+
+_BATCH = 256
+
+
+class ServerIndex:
+    def __init__(self, client: QdrantClient, name: str, dimension: int | None, vectors: bool, server: bool):
+        """Opens collection ``name``, creating it when absent (see EdgeIndex for the arguments)."""
+        self.client = client
+        self.name = name
+        if not client.collection_exists(name):
+            if vectors and dimension is None:
+                raise FileNotFoundError(f"no collection {name!r}")
+            client.create_collection(
+                name,
+                vectors_config={DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)}
+                if vectors
+                else {},
+                # IDF from the collection's live statistics: documents store plain BM25 term weights.
+                sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)}
+                if vectors
+                else None,
+            )
+        elif vectors and dimension is not None:
+            existing = client.get_collection(name).config.params.vectors[DENSE].size
+            if existing != dimension:
+                raise ValueError(
+                    f"collection {name!r} holds {existing}-d vectors but the embedding model makes {dimension}-d "
+                    "ones: use the model the store was built with, or a new collection name"
+                )
+        params = client.get_collection(name).config.params
+        self.has_sparse = bool(params.sparse_vectors and SPARSE in params.sparse_vectors)
+        # A server indexes the keys every read and write filters on; local mode scans and only warns.
+        for key in ("doc_id", "groups") if server else ():
+            client.create_payload_index(name, key, models.PayloadSchemaType.KEYWORD)
+
+    def close(self) -> None:
+        pass  # the client is shared by the store's two collections and closed by the store
+
+    def upsert(self, points: list[StoredPoint]) -> None:
+        for start in range(0, len(points), _BATCH):
+            batch = [_point(p) for p in points[start : start + _BATCH]]
+            self.client.upsert(self.name, batch, wait=True)
+
+    def retrieve(self, ids: list[str]) -> list[dict]:
+        return [point.payload for point in self.client.retrieve(self.name, ids, with_payload=True)]
+
+    def scroll(self, where: Where | None, limit: int, offset: str | None) -> tuple[list[tuple[str, dict]], str | None]:
+        points, next_offset = self.client.scroll(self.name, scroll_filter=_filter(where), limit=limit, offset=offset)
+        return [(str(p.id), p.payload) for p in points], (None if next_offset is None else str(next_offset))
+
+    def set_payload(self, where: Where, payload: dict) -> None:
+        self.client.set_payload(self.name, payload, points=models.FilterSelector(filter=_filter(where)), wait=True)
+
+    def delete(self, where: Where) -> None:
+        self.client.delete(self.name, models.FilterSelector(filter=_filter(where)), wait=True)
+
+    def delete_ids(self, ids: list[str]) -> None:
+        self.client.delete(self.name, ids, wait=True)
+
+    def count(self, where: Where | None = None) -> int:
+        return self.client.count(self.name, count_filter=_filter(where), exact=True).count
+
+    def query(self, vectors: QueryVectors, where: Where | None, limit: int, plan: SearchPlan) -> list[Hit]:
+        flt = _filter(where)
+        branches = _branches(vectors, plan)
+        if not branches:  # a sparse-only query of stop words: nothing can match lexically
+            return []
+        if len(branches) == 1:
+            using, vector = branches[0]
+            response = self.client.query_points(
+                self.name, query=vector, using=using, query_filter=flt, limit=limit, with_payload=True
+            )
+        else:
+            depth = max(plan.candidates, limit)
+            fusion = (
+                models.FusionQuery(fusion=models.Fusion.DBSF)
+                if plan.fusion == "dbsf"
+                # k=60 as in the RRF paper; Qdrant's own default (2) lets the top few ranks dominate.
+                else models.RrfQuery(rrf=models.Rrf(k=60))
+            )
+            response = self.client.query_points(
+                self.name,
+                prefetch=[models.Prefetch(query=v, using=u, filter=flt, limit=depth) for u, v in branches],
+                query=fusion,
+                query_filter=flt,
+                limit=limit,
+                with_payload=True,
+            )
+        return [Hit(str(p.id), p.score, p.payload) for p in response.points]
+
+
+def _branches(vectors: QueryVectors, plan: SearchPlan) -> list[tuple[str, object]]:
+    branches = []
+    if plan.mode in ("dense", "hybrid"):
+        branches.append((DENSE, vectors.dense))
+    if plan.mode in ("sparse", "hybrid") and vectors.sparse is not None and vectors.sparse.indices:
+        branches.append((SPARSE, models.SparseVector(indices=vectors.sparse.indices, values=vectors.sparse.values)))
+    return branches
+
+
+def _point(point: StoredPoint) -> models.PointStruct:
+    vectors = {}
+    if point.dense is not None:
+        vectors[DENSE] = point.dense
+    if point.sparse is not None and point.sparse.indices:
+        vectors[SPARSE] = models.SparseVector(indices=point.sparse.indices, values=point.sparse.values)
+    return models.PointStruct(id=point.id, vector=vectors, payload=point.payload)
+
+
+def _filter(where: Where | None) -> models.Filter | None:
+    if where is None:
+        return None
+    return models.Filter(
+        must=[_condition(key, values) for key, values in where.all_of.items()] or None,
+        must_not=[_condition(key, values) for key, values in where.none_of.items()] or None,
+    )
+
+
+def _condition(key: str, values: tuple[str, ...]) -> models.FieldCondition:
+    return models.FieldCondition(key=key, match=models.MatchAny(any=list(values)))

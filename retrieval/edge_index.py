@@ -12,7 +12,7 @@ from pathlib import Path
 
 import qdrant_edge as qe
 
-from retrieval.points import DENSE, SPARSE, Hit, QueryVectors, SearchPlan, StoredPoint, Where
+from retrieval.points import DENSE, SPARSE, Hit, QueryVectors, SearchPlan, SparseVector, StoredPoint, Where
 
 _CONFIG_FILE = "edge_config.json"
 # A shard must declare some vector; the document records carry none, so they get this unused one.
@@ -104,8 +104,8 @@ class EdgeIndex:
 
     def query(self, vectors: QueryVectors, where: Where | None, limit: int, plan: SearchPlan) -> list[Hit]:
         flt = _filter(where)
-        branches = _branches(vectors, plan)
-        if not branches:  # a sparse-only query of stop words: nothing can match lexically
+        branches = [(using, _vector(vector)) for using, vector in plan.branches(vectors)]
+        if not branches:
             return []
         if len(branches) == 1:
             using, vector = branches[0]
@@ -127,13 +127,8 @@ class EdgeIndex:
         return [Hit(str(p.id), p.score, p.payload) for p in self.shard.query(request)]
 
 
-def _branches(vectors: QueryVectors, plan: SearchPlan) -> list[tuple[str, object]]:
-    branches = []
-    if plan.mode in ("dense", "hybrid"):
-        branches.append((DENSE, vectors.dense))
-    if plan.mode in ("sparse", "hybrid") and vectors.sparse is not None and vectors.sparse.indices:
-        branches.append((SPARSE, qe.SparseVector(vectors.sparse.indices, vectors.sparse.values)))
-    return branches
+def _vector(vector: list[float] | SparseVector) -> list[float] | qe.SparseVector:
+    return qe.SparseVector(vector.indices, vector.values) if isinstance(vector, SparseVector) else vector
 
 
 def _point(point: StoredPoint) -> qe.Point:
@@ -141,7 +136,7 @@ def _point(point: StoredPoint) -> qe.Point:
     if point.dense is not None:
         vectors[DENSE] = point.dense
     if point.sparse is not None and point.sparse.indices:
-        vectors[SPARSE] = qe.SparseVector(point.sparse.indices, point.sparse.values)
+        vectors[SPARSE] = _vector(point.sparse)
     return qe.Point(point.id, vectors, point.payload)
 
 

@@ -73,3 +73,16 @@ class SearchPlan:
     mode: SearchMode = "hybrid"
     candidates: int = 100
     fusion: Fusion = "dbsf"
+
+    def branches(self, vectors: QueryVectors) -> list[tuple[str, list[float] | SparseVector]]:
+        """(vector name, query vector) for each branch the mode runs.
+
+        A query of stop words only has no sparse terms: its lexical branch is dropped, so a hybrid search is a
+        dense one and a sparse search finds nothing.
+        """
+        branches: list[tuple[str, list[float] | SparseVector]] = []
+        if self.mode in ("dense", "hybrid"):
+            branches.append((DENSE, vectors.dense))
+        if self.mode in ("sparse", "hybrid") and vectors.sparse is not None and vectors.sparse.indices:
+            branches.append((SPARSE, vectors.sparse))
+        return branches

@@ -6,7 +6,7 @@ server does, which is how this path is exercised where no server runs (tests, a 
 
 from qdrant_client import QdrantClient, models
 
-from retrieval.points import DENSE, SPARSE, Hit, QueryVectors, SearchPlan, StoredPoint, Where
+from retrieval.points import DENSE, SPARSE, Hit, QueryVectors, SearchPlan, SparseVector, StoredPoint, Where
 
 _BATCH = 256
 
@@ -71,8 +71,8 @@ class ServerIndex:
 
     def query(self, vectors: QueryVectors, where: Where | None, limit: int, plan: SearchPlan) -> list[Hit]:
         flt = _filter(where)
-        branches = _branches(vectors, plan)
-        if not branches:  # a sparse-only query of stop words: nothing can match lexically
+        branches = [(using, _vector(vector)) for using, vector in plan.branches(vectors)]
+        if not branches:
             return []
         if len(branches) == 1:
             using, vector = branches[0]
@@ -98,13 +98,10 @@ class ServerIndex:
         return [Hit(str(p.id), p.score, p.payload) for p in response.points]
 
 
-def _branches(vectors: QueryVectors, plan: SearchPlan) -> list[tuple[str, object]]:
-    branches = []
-    if plan.mode in ("dense", "hybrid"):
-        branches.append((DENSE, vectors.dense))
-    if plan.mode in ("sparse", "hybrid") and vectors.sparse is not None and vectors.sparse.indices:
-        branches.append((SPARSE, models.SparseVector(indices=vectors.sparse.indices, values=vectors.sparse.values)))
-    return branches
+def _vector(vector: list[float] | SparseVector) -> list[float] | models.SparseVector:
+    if isinstance(vector, SparseVector):
+        return models.SparseVector(indices=vector.indices, values=vector.values)
+    return vector
 
 
 def _point(point: StoredPoint) -> models.PointStruct:
@@ -112,7 +109,7 @@ def _point(point: StoredPoint) -> models.PointStruct:
     if point.dense is not None:
         vectors[DENSE] = point.dense
     if point.sparse is not None and point.sparse.indices:
-        vectors[SPARSE] = models.SparseVector(indices=point.sparse.indices, values=point.sparse.values)
+        vectors[SPARSE] = _vector(point.sparse)
     return models.PointStruct(id=point.id, vector=vectors, payload=point.payload)
 
 

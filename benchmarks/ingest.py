@@ -175,7 +175,7 @@ def speed(args) -> None:
     baseline = seconds[ARMS["a"]]
     for name, times in seconds.items():
         rate = len(docs) / statistics.median(times)
-        line = f"{name:26s} {rate:7.1f} abstracts/s  {pieces[name]:6d} nodes/chunks embedded"
+        line = f"{name:32s} {rate:7.1f} abstracts/s  {pieces[name]:6d} nodes/chunks embedded"
         if name != ARMS["a"]:
             # Per round, against the baseline of the same round: other work on the machine moves both together.
             ratios = [base / own for base, own in zip(baseline, times, strict=True)]

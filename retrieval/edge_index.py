@@ -25,6 +25,9 @@ class EdgeLockedError(RuntimeError):
 
 
 class EdgeIndex:
+    # Every chunk shard is made with both vectors (this engine came with hybrid search).
+    has_sparse = True
+
     def __init__(self, path: Path, dimension: int | None, vectors: bool):
         """Opens the shard at ``path``, creating it when absent.
 

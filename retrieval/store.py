@@ -79,7 +79,7 @@ class ChunkStore:
             self.chunks, self.documents = self._open_server(settings, dimension)
         else:
             self.chunks, self.documents = self._open_edge(Path(settings.qdrant_path), settings.collection, dimension)
-        if self.plan.mode != "dense" and not getattr(self.chunks, "has_sparse", True):
+        if self.plan.mode != "dense" and not self.chunks.has_sparse:
             self.close()
             raise ValueError(
                 f"collection {settings.collection!r} was built without sparse vectors, which {self.plan.mode} search "

@@ -118,9 +118,11 @@ class ChunkStore:
         try:
             opened.append(EdgeIndex(path / collection, dimension, vectors=True))
             opened.append(EdgeIndex(path / f"{collection}_documents", dimension, vectors=False))
-        except EdgeLockedError:
-            for index in opened:
+        except Exception as exc:
+            for index in opened:  # the shard that did open would otherwise stay locked by this process
                 index.close()
+            if not isinstance(exc, EdgeLockedError):
+                raise
             raise StoreLockedError(
                 f"the embedded store at {path} is open in another process, and embedded mode allows one "
                 "process at a time: stop the other process (the portal, the API or another `assistant` "

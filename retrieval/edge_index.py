@@ -86,16 +86,16 @@ class EdgeIndex:
 
     def scroll(self, where: Where | None, limit: int, offset: str | None) -> tuple[list[tuple[str, dict]], str | None]:
         records, next_offset = self.shard.scroll(
-            qe.ScrollRequest(offset=offset, limit=limit, filter=_filter(where), with_payload=True)
+            qe.ScrollRequest(offset=offset, limit=limit, filter=_as_filter(where), with_payload=True)
         )
         return [(str(r.id), r.payload) for r in records], (None if next_offset is None else str(next_offset))
 
     def set_payload(self, where: Where, payload: dict) -> None:
-        self.shard.update(qe.UpdateOperation.set_payload_by_filter(_filter(where), payload))
+        self.shard.update(qe.UpdateOperation.set_payload_by_filter(_as_filter(where), payload))
         self.shard.flush()
 
     def delete(self, where: Where) -> None:
-        self.shard.update(qe.UpdateOperation.delete_points_by_filter(_filter(where)))
+        self.shard.update(qe.UpdateOperation.delete_points_by_filter(_as_filter(where)))
         self.shard.flush()
 
     def delete_ids(self, ids: list[str]) -> None:
@@ -103,10 +103,10 @@ class EdgeIndex:
         self.shard.flush()
 
     def count(self, where: Where | None = None) -> int:
-        return self.shard.count(qe.CountRequest(exact=True, filter=_filter(where)))
+        return self.shard.count(qe.CountRequest(exact=True, filter=_as_filter(where)))
 
     def query(self, vectors: QueryVectors, where: Where | None, limit: int, plan: SearchPlan) -> list[Hit]:
-        flt = _filter(where)
+        flt = _as_filter(where)
         branches = [(using, _vector(vector)) for using, vector in plan.branches(vectors)]
         if not branches:
             return []
@@ -143,14 +143,5 @@ def _point(point: StoredPoint) -> qe.Point:
     return qe.Point(point.id, vectors, point.payload)
 
 
-def _filter(where: Where | None) -> qe.Filter | None:
-    if where is None:
-        return None
-    return qe.Filter(
-        must=[_condition(key, values) for key, values in where.all_of.items()] or None,
-        must_not=[_condition(key, values) for key, values in where.none_of.items()] or None,
-    )
-
-
-def _condition(key: str, values: tuple[str, ...]) -> qe.FieldCondition:
-    return qe.FieldCondition(key=key, match=qe.MatchAny(any=list(values)))
+def _as_filter(where: Where | None) -> qe.Filter | None:
+    return None if where is None else where.to_filter(qe)

@@ -5,6 +5,7 @@ classes. The store speaks these small types, and each index translates them into
 """
 
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Literal
 
 DENSE = "dense"
@@ -41,6 +42,18 @@ class Where:
         if other is None:
             return self
         return Where({**self.all_of, **other.all_of}, {**self.none_of, **other.none_of})
+
+    def to_filter(self, api: ModuleType):
+        """This condition as ``api``'s Filter: qdrant-client's ``models`` and ``qdrant_edge`` name the classes and
+        their fields alike (Filter(must, must_not), FieldCondition(key, match), MatchAny(any))."""
+
+        def condition(key: str, values: tuple[str, ...]):
+            return api.FieldCondition(key=key, match=api.MatchAny(any=list(values)))
+
+        return api.Filter(
+            must=[condition(key, values) for key, values in self.all_of.items()] or None,
+            must_not=[condition(key, values) for key, values in self.none_of.items()] or None,
+        )
 
 
 @dataclass

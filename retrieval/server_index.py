@@ -54,23 +54,23 @@ class ServerIndex:
         return [point.payload for point in self.client.retrieve(self.name, ids, with_payload=True)]
 
     def scroll(self, where: Where | None, limit: int, offset: str | None) -> tuple[list[tuple[str, dict]], str | None]:
-        points, next_offset = self.client.scroll(self.name, scroll_filter=_filter(where), limit=limit, offset=offset)
+        points, next_offset = self.client.scroll(self.name, scroll_filter=_as_filter(where), limit=limit, offset=offset)
         return [(str(p.id), p.payload) for p in points], (None if next_offset is None else str(next_offset))
 
     def set_payload(self, where: Where, payload: dict) -> None:
-        self.client.set_payload(self.name, payload, points=models.FilterSelector(filter=_filter(where)), wait=True)
+        self.client.set_payload(self.name, payload, points=models.FilterSelector(filter=_as_filter(where)), wait=True)
 
     def delete(self, where: Where) -> None:
-        self.client.delete(self.name, models.FilterSelector(filter=_filter(where)), wait=True)
+        self.client.delete(self.name, models.FilterSelector(filter=_as_filter(where)), wait=True)
 
     def delete_ids(self, ids: list[str]) -> None:
         self.client.delete(self.name, ids, wait=True)
 
     def count(self, where: Where | None = None) -> int:
-        return self.client.count(self.name, count_filter=_filter(where), exact=True).count
+        return self.client.count(self.name, count_filter=_as_filter(where), exact=True).count
 
     def query(self, vectors: QueryVectors, where: Where | None, limit: int, plan: SearchPlan) -> list[Hit]:
-        flt = _filter(where)
+        flt = _as_filter(where)
         branches = [(using, _vector(vector)) for using, vector in plan.branches(vectors)]
         if not branches:
             return []
@@ -113,14 +113,5 @@ def _point(point: StoredPoint) -> models.PointStruct:
     return models.PointStruct(id=point.id, vector=vectors, payload=point.payload)
 
 
-def _filter(where: Where | None) -> models.Filter | None:
-    if where is None:
-        return None
-    return models.Filter(
-        must=[_condition(key, values) for key, values in where.all_of.items()] or None,
-        must_not=[_condition(key, values) for key, values in where.none_of.items()] or None,
-    )
-
-
-def _condition(key: str, values: tuple[str, ...]) -> models.FieldCondition:
-    return models.FieldCondition(key=key, match=models.MatchAny(any=list(values)))
+def _as_filter(where: Where | None) -> models.Filter | None:
+    return None if where is None else where.to_filter(models)

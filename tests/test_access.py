@@ -57,7 +57,7 @@ questions = st.one_of(st.sampled_from(TOPICS), st.text(alphabet="abcdefghij klmn
 @given(user=users, question=questions)
 def test_search_ask_and_documents_never_show_a_document_outside_the_users_groups(corpus, user, question):
     assistant, allowed = corpus
-    assume(question.strip())  # an empty question is refused before any search (tested elsewhere)
+    assume(question.strip())  # an empty question is refused before any search (test_search_quality.py)
     visible = {path for path, groups in allowed.items() if groups & set(user.groups)}
 
     found = {s.path for s in assistant.search(question, user, k=30)}

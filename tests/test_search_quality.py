@@ -66,3 +66,12 @@ def test_a_missing_reranker_is_named_with_what_to_set(make_assistant, tmp_path):
 
     with pytest.raises(RerankerNotFound, match=str(tmp_path / "nowhere")):
         make_assistant(reranker=str(tmp_path / "nowhere"))
+
+
+def test_an_empty_question_is_refused_before_any_search(make_assistant):
+    assistant = make_assistant()
+    for empty in ("", "   \n"):
+        with pytest.raises(ValueError, match="the query is empty"):
+            assistant.search(empty, ADMIN)
+        with pytest.raises(ValueError, match="the query is empty"):
+            assistant.ask(empty, ADMIN)

@@ -4,6 +4,8 @@ import json
 import shutil
 from pathlib import Path
 
+from beir import read_jsonl, read_qrels
+
 ROOT = Path(__file__).resolve().parents[1]
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
 CACHE = ROOT / "benchmarks" / ".cache"
@@ -32,15 +34,8 @@ def write_corpus(folder: Path, limit: int | None = None) -> int:
 
 
 def queries() -> dict[str, str]:
-    with open(require_scifact() / "queries.jsonl", encoding="utf-8") as lines:
-        return {q["_id"]: q["text"] for q in map(json.loads, lines)}
+    return {q["_id"]: q["text"] for q in read_jsonl(require_scifact() / "queries.jsonl")}
 
 
 def qrels() -> dict[str, dict[str, int]]:
-    judged: dict[str, dict[str, int]] = {}
-    with open(require_scifact() / "qrels" / "train.tsv", encoding="utf-8") as rows:
-        next(rows)  # header
-        for row in rows:
-            query_id, doc_id, score = row.split()
-            judged.setdefault(query_id, {})[doc_id] = int(score)
-    return judged
+    return read_qrels(require_scifact() / "qrels" / "train.tsv")

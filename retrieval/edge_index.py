@@ -12,7 +12,7 @@ from pathlib import Path
 
 import qdrant_edge as qe
 
-from retrieval.points import DENSE, SPARSE, Hit, QueryVectors, SearchPlan, SparseVector, StoredPoint, Where
+from retrieval.points import DENSE, RRF_K, SPARSE, Hit, QueryVectors, SearchPlan, SparseVector, StoredPoint, Where
 
 _CONFIG_FILE = "edge_config.json"
 # A shard must declare some vector; the document records carry none, so they get this unused one.
@@ -116,14 +116,14 @@ class EdgeIndex:
                 limit=limit, query=qe.Query.Nearest(vector, using=using), filter=flt, with_payload=True
             )
         else:
-            depth = max(plan.candidates, limit)
+            depth = plan.depth(limit)
             request = qe.QueryRequest(
                 limit=limit,
                 prefetches=[
                     qe.Prefetch(limit=depth, query=qe.Query.Nearest(vector, using=using), filter=flt)
                     for using, vector in branches
                 ],
-                query=qe.Fusion.Dbsf() if plan.fusion == "dbsf" else qe.Fusion.Rrf(k=60),
+                query=qe.Fusion.Dbsf() if plan.fusion == "dbsf" else qe.Fusion.Rrf(k=RRF_K),
                 filter=flt,
                 with_payload=True,
             )

@@ -11,6 +11,9 @@ from typing import Literal
 DENSE = "dense"
 SPARSE = "sparse"
 
+# k = 60 as in the RRF paper; Qdrant's own default (2) lets the top few ranks of either branch dominate.
+RRF_K = 60
+
 SearchMode = Literal["dense", "sparse", "hybrid"]
 Fusion = Literal["dbsf", "rrf"]
 
@@ -86,6 +89,10 @@ class SearchPlan:
     mode: SearchMode = "hybrid"
     candidates: int = 100
     fusion: Fusion = "dbsf"
+
+    def depth(self, limit: int) -> int:
+        """Candidates each branch of a fused query brings: never fewer than the answer asks for."""
+        return max(self.candidates, limit)
 
     def branches(self, vectors: QueryVectors) -> list[tuple[str, list[float] | SparseVector]]:
         """(vector name, query vector) for each branch the mode runs.

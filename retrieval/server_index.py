@@ -6,7 +6,7 @@ server does, which is how this path is exercised where no server runs (tests, a 
 
 from qdrant_client import QdrantClient, models
 
-from retrieval.points import DENSE, SPARSE, Hit, QueryVectors, SearchPlan, SparseVector, StoredPoint, Where
+from retrieval.points import DENSE, RRF_K, SPARSE, Hit, QueryVectors, SearchPlan, SparseVector, StoredPoint, Where
 
 _BATCH = 256
 
@@ -80,12 +80,11 @@ class ServerIndex:
                 self.name, query=vector, using=using, query_filter=flt, limit=limit, with_payload=True
             )
         else:
-            depth = max(plan.candidates, limit)
+            depth = plan.depth(limit)
             fusion = (
                 models.FusionQuery(fusion=models.Fusion.DBSF)
                 if plan.fusion == "dbsf"
-                # k=60 as in the RRF paper; Qdrant's own default (2) lets the top few ranks dominate.
-                else models.RrfQuery(rrf=models.Rrf(k=60))
+                else models.RrfQuery(rrf=models.Rrf(k=RRF_K))
             )
             response = self.client.query_points(
                 self.name,

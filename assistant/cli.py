@@ -3,6 +3,7 @@
 import argparse
 import getpass
 import json
+import os
 import sys
 
 from assistant.audit import AuditError
@@ -99,7 +100,10 @@ def run_users(args: argparse.Namespace, store: UserStore) -> int:
 
 def run(args: argparse.Namespace, assistant: Assistant) -> int:
     if args.command == "ingest":
-        report = assistant.ingest(args.paths, groups=args.group, prune=args.prune, progress=not args.json)
+        # The operator's own shell paths: `../docs` means what it says here. The assistant refuses '..' in a path it
+        # is handed (one built from an uploaded name could climb anywhere), so it gets them made absolute.
+        paths = [os.path.abspath(os.path.expanduser(path)) for path in args.paths]
+        report = assistant.ingest(paths, groups=args.group, prune=args.prune, progress=not args.json)
         if args.json:
             print(json.dumps(report.to_dict(), indent=2))
         else:

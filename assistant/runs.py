@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.files import read_jsonl
+from retrieval import ADMIN_GROUP
 
 LOG_FILE = "log.jsonl"
 CONFIG_FILE = "config.json"
 ADAPTER_DIR = "adapter"
 ADAPTER_CONFIG = "adapter_config.json"  # what makes a directory a PEFT adapter
+TRAINING_INFO = "training.json"
 # The trainer writes a log line every step; a run whose log is older than this has stopped (or hangs).
 RUNNING_WITHIN_S = 120
 
@@ -53,6 +55,19 @@ def adapters(root: Path | None) -> list[Path]:
     return sorted(config.parent for config in Path(root).glob(f"*/{ADAPTER_DIR}/{ADAPTER_CONFIG}"))
 
 
+def adapter_audience(adapter: Path) -> tuple[str, ...]:
+    """The groups whose members may be answered with `adapter`: those that may read everything it learned.
+
+    `finetune prepare --group` records them and `finetune train` copies them into training.json ("serves"). An
+    adapter that records none (trained on files no store vouched for, or before this was recorded) serves
+    administrators only: what it learned may be anything.
+    """
+    serves = _json(Path(adapter) / TRAINING_INFO).get("serves")
+    if isinstance(serves, list) and serves and all(isinstance(group, str) and group for group in serves):
+        return tuple(serves)
+    return (ADMIN_GROUP,)
+
+
 def read_log(run: RunInfo | Path) -> list[dict]:
     """The run's log lines; a line the trainer is writing right now (torn) is left out."""
     path = run.path if isinstance(run, RunInfo) else Path(run)
@@ -65,7 +80,7 @@ def _run_info(path: Path) -> RunInfo:
     log = read_log(path)
     adapter = path / ADAPTER_DIR
     finished = (adapter / ADAPTER_CONFIG).is_file()
-    training = _json(adapter / "training.json") if finished else {}
+    training = _json(adapter / TRAINING_INFO) if finished else {}
     steps_logged = [record for record in log if "loss" in record]
     evaluated = [record["eval_loss"] for record in log if record.get("eval_loss") is not None]
     train = _json(path / CONFIG_FILE).get("train")

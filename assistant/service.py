@@ -25,6 +25,7 @@ from retrieval.ingest import document_id
 from retrieval.rerank import CrossEncoderReranker, bundled_reranker_path
 from retrieval.search import Searcher
 from retrieval.sparse import Bm25Encoder
+from retrieval.store import chunk_point_id
 
 EXTRACTIVE_MODEL = "extractive"
 HEALTH_TIMEOUT_S = 2.0  # a health page must answer quickly, even when the model server does not
@@ -35,10 +36,16 @@ class DocumentNotFound(KeyError):
         return str(self.args[0])
 
 
+class AdapterNotPermitted(PermissionError):
+    """The configured adapter learned documents this user may not read, so it may not answer them."""
+
+
 class Assistant:
     def __init__(self, settings: Settings | None = None, embedder: LocalEmbedding | None = None):
         self.settings = settings or Settings()
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # The data directory holds every document's text (the store), the accounts and the audit log: made readable
+        # by its owner only. An existing one is left as the operator set it (a shared group may be intended).
+        self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         # The embedder may be shared (tests, one portal process with several stores).
         self.embedder = embedder or LocalEmbedding(
             self.settings.embedding_model,
@@ -51,7 +58,16 @@ class Assistant:
         self.store = ChunkStore(self.settings, self.embedder.dimension)
         chunker = Chunker(self.embedder.count_tokens, self.settings.chunk_size, self.settings.chunk_overlap)
         sparse = Bm25Encoder(avg_len=self.settings.bm25_avg_len)
-        self.ingestor = Ingestor(self.store, self.embedder, sparse, chunker, self.settings.embed_batch_size)
+        self.ingestor = Ingestor(
+            self.store,
+            self.embedder,
+            sparse,
+            chunker,
+            self.settings.embed_batch_size,
+            redact_pii=self.settings.redact_pii,
+            pii_region=self.settings.pii_region,
+            limits=self.settings.loader_limits(),
+        )
         self.searcher = Searcher(
             self.store,
             self.embedder,
@@ -63,7 +79,7 @@ class Assistant:
         # Built on first use: loading a model takes seconds to minutes, and a command that only ingests needs none.
         self._generator: Generator | None = None
         self._generator_lock = threading.Lock()
-        self.audit = AuditLog(self.settings.audit_log)
+        self.audit = AuditLog(self.settings.audit_log, texts=self.settings.audit_text)
 
     def close(self) -> None:
         close_generator = getattr(self._generator, "close", None)
@@ -107,6 +123,7 @@ class Assistant:
                 prune=prune,
                 **{name: len(getattr(report, name)) for name in _REPORT_LISTS},
                 chunks=report.chunks,
+                redacted=dict(report.redacted),
             )
         return report
 
@@ -130,8 +147,20 @@ class Assistant:
     # --- questions -------------------------------------------------------------------------
 
     def search(self, query: str, user: User, k: int = 10) -> list[Source]:
+        """The k passages `user` may read that best match `query`; who searched and what they were shown is audited."""
         _require_text(query)
-        return [_to_source(hit) for hit in self.searcher.search(query, user.groups, k)]
+        self.audit.check()
+        started = time.perf_counter()
+        sources = [_to_source(hit) for hit in self.searcher.search(query, user.groups, k)]
+        self.audit.record(
+            "search",
+            user.name,
+            texts={"question": query},
+            groups=list(user.groups),
+            **_shown(sources),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        return sources
 
     def _embed_query(self, query: str) -> list[float]:
         _require_text(query)
@@ -159,6 +188,7 @@ class Assistant:
         """
         # Every answer is recorded: a log that cannot be written stops the question before any of it is shown.
         self.audit.check()
+        self._check_adapter(user)
         started = time.perf_counter()
         history = tuple(history)[-FOLLOW_UP_TURNS:]
         search_text = _search_text(question, history)
@@ -197,8 +227,9 @@ class Assistant:
         self.audit.record(
             "ask",
             user.name,
-            question=question,
-            sources=[{"doc_id": s.doc_id, "path": s.path, "page": s.page, "heading": s.heading} for s in sources],
+            texts={"question": question},
+            groups=list(user.groups),
+            **_shown(sources),
             model=model,
             adapter=adapter,
             seconds=round(done - started, 3),
@@ -209,7 +240,39 @@ class Assistant:
         """A reader's verdict on an answer: +1 (helpful) or -1 (not), with an optional comment."""
         if isinstance(rating, bool) or rating not in (1, -1):
             raise ValueError(f"a rating is +1 or -1, not {rating!r}")
-        self.audit.record("feedback", user.name, question=question, answer=answer, rating=rating, comment=comment)
+        self.audit.record(
+            "feedback", user.name, texts={"question": question, "answer": answer, "comment": comment}, rating=rating
+        )
+
+    def adapter_audience(self) -> tuple[str, ...] | None:
+        """The groups the adapter that writes answers may answer; None when answers come from no adapter."""
+        settings = self.settings
+        if settings.adapter is None or settings.generator == "extractive":
+            return None
+        if settings.generator == "local":
+            return runs.adapter_audience(settings.adapter)
+        return tuple(settings.adapter_groups) if settings.adapter_groups else (ADMIN_GROUP,)
+
+    def _check_adapter(self, user: User) -> None:
+        # Checked before any search: an adapter can repeat what it was trained on whatever the sources say, so a
+        # user who may not read all of that is not answered with it at all.
+        audience = self.adapter_audience()
+        if audience is None or user.is_admin or set(user.groups) & set(audience):
+            return
+        trained_on = (
+            "on text no group was vouched for, so it answers administrators only"
+            if audience == (ADMIN_GROUP,)
+            else f"on documents that only {', '.join(audience)} may read, and {user.name} is in none of those groups"
+        )
+        reason = (
+            f"answers here come from the adapter {self.settings.adapter}, trained {trained_on}: an administrator can "
+            "switch to another adapter (portal: Models) or train one on your groups' documents (finetune prepare "
+            "--group)"
+        )
+        self.audit.record(
+            "refused", user.name, groups=list(user.groups), adapter=str(self.settings.adapter), reason=reason
+        )
+        raise AdapterNotPermitted(reason)
 
     # --- operations ------------------------------------------------------------------------
 
@@ -307,7 +370,9 @@ def _openai_health(settings: Settings) -> tuple[bool, str]:
     if settings.openai_api_key is not None:
         headers["Authorization"] = f"Bearer {settings.openai_api_key.get_secret_value()}"
     try:
-        response = httpx.get(url, headers=headers, timeout=HEALTH_TIMEOUT_S)
+        # Only the configured host: proxy variables are ignored and a redirect is reported, not followed, as the
+        # generator itself does (model/generators/openai_server.py).
+        response = httpx.get(url, headers=headers, timeout=HEALTH_TIMEOUT_S, follow_redirects=False, trust_env=False)
     except httpx.HTTPError as exc:
         return False, (
             f"no answer from the model server at {url} within {HEALTH_TIMEOUT_S:.0f} s ({exc}): start it, or check "
@@ -318,9 +383,22 @@ def _openai_health(settings: Settings) -> tuple[bool, str]:
             False,
             f"the model server at {url} refused the key ({response.status_code}): check ASSISTANT_OPENAI_API_KEY",
         )
+    if response.is_redirect:
+        return False, (
+            f"the model server at {url} redirected to {response.headers.get('location')!r}, and redirects are not "
+            "followed (the documents go only to the configured host): set ASSISTANT_OPENAI_BASE_URL to the final URL"
+        )
     if not response.is_success:
         return False, f"the model server at {url} answered {response.status_code}: check its logs"
     return True, f"the model server at {settings.openai_base_url} answers (model {settings.openai_model})"
+
+
+def _shown(sources: list[Source]) -> dict:
+    """What an audit record keeps of the passages shown: each chunk's point id, and its document for people."""
+    return {
+        "chunks": [chunk_point_id(s.doc_id, s.chunk) for s in sources],
+        "sources": [{"doc_id": s.doc_id, "path": s.path, "page": s.page, "heading": s.heading} for s in sources],
+    }
 
 
 def _to_info(record: DocumentRecord) -> DocumentInfo:

@@ -9,11 +9,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from model.settings import GeneratorSettings
-from retrieval import RetrievalSettings
+from retrieval import RetrievalSettings, validate_groups
 
 CONFIG_FILE_VARIABLE = "ASSISTANT_CONFIG"
 
@@ -29,12 +29,20 @@ class Settings(RetrievalSettings, GeneratorSettings, BaseSettings):
     # Unset paths default under data_dir (model_post_init), so one directory holds all of an installation's state.
     users_file: Path | None = None
     audit_log: Path | None = None
+    # "hash": questions, answers and comments go to the audit log as keyed hashes (HMAC-SHA256), not text, where
+    # policy forbids keeping what staff typed; who asked, when, and which passages they were shown are kept either way.
+    audit_text: Literal["text", "hash"] = "text"
     runs_dir: Path | None = None  # fine-tuning runs: each subdirectory is one run's output_dir
 
     # Loopback by default: the portal is reached through the organisation's reverse proxy (TLS), not directly.
     portal_address: str = "127.0.0.1"
     portal_port: int = Field(default=8501, ge=1, le=65535)
     upload_max_mb: int = Field(default=50, ge=1)
+
+    @field_validator("adapter_groups")
+    @classmethod
+    def _adapter_groups_are_group_names(cls, groups: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if groups is None else validate_groups(groups)
 
     @classmethod
     def setting_name(cls, field: str) -> str:

@@ -1,8 +1,11 @@
 """`finetune prepare`: documents and examples -> tokens -> a packed dataset split by document, with a manifest.
 
 Sources are files and folders (read by the ingestion loaders, so a PDF is the same text here as in the store) and
-JSONL files of examples. With `--group`, only documents the store says those groups may read, in exactly the version
-it checked, are used: an adapter remembers what it was trained on and would tell any of its users.
+JSONL files of examples. With `--group`, only documents the store says every one of those groups may read, in exactly
+the version it checked, are used: an adapter remembers what it was trained on and would tell any of its users. The
+manifest's "serves" names the groups whose members may use the adapter (`finetune train` copies it into the adapter's
+training.json, and the assistant refuses anyone else). Without `--group` no one vouched for who may read the sources,
+so the adapter serves administrators only.
 
 Formats of a JSONL line (auto-detected unless --format says):
   text     {"text": ...}                                       every token is learned
@@ -31,10 +34,11 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import TypeAdapter, ValidationError
 from tqdm import tqdm
 
 from finetune import dataset
@@ -53,7 +57,8 @@ from finetune.sources import (
     read_jsonl,
     readable_documents,
 )
-from retrieval.access import InvalidGroupName, validate_groups
+from retrieval.access import ADMIN_GROUP, InvalidGroupName, validate_groups
+from retrieval.redaction import Redactor
 from retrieval.settings import RetrievalSettings
 
 __all__ = ["PrepareError", "PrepareReport", "add_arguments", "prepare", "run"]
@@ -96,8 +101,11 @@ class PrepareReport:
             f"{splits['train']['sequences']} + {splits['eval']['sequences']} sequences of {self.manifest['seq_len']} "
             f"tokens ({splits['train']['scored_tokens'] + splits['eval']['scored_tokens']} scored); "
             f"failed {len(self.failed)}, refused {len(self.refused)}, skipped {len(self.skipped)} "
-            f"({self.seconds:.1f} s)"
+            f"({self.seconds:.1f} s)" + (f"; redacted {redacted}" if (redacted := self._redacted()) else "")
         )
+
+    def _redacted(self) -> str:
+        return ", ".join(f"{count} {kind}" for kind, count in (self.manifest.get("redacted") or {}).items() if count)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "out": str(self.out)}
@@ -120,11 +128,17 @@ def prepare(
     seed: int = 0,
     jsonl_format: str = "auto",
     progress: bool = False,
+    redact_pii: bool | None = None,
+    pii_region: str | None = None,
 ) -> PrepareReport:
     """Build the dataset in `out` from `sources` and/or the store documents `groups` may read.
 
     Everything that can be checked is checked before any document is read; nothing is written unless the dataset
     has tokens to learn from. Raises PrepareError.
+
+    `redact_pii` replaces personal data in every text and message before tokenisation (retrieval/redaction.py), with
+    phone numbers read as dialled in `pii_region`; None follows the assistant's ASSISTANT_REDACT_PII and
+    ASSISTANT_PII_REGION, since documents are read again from their files, whose text the store may hold redacted.
     """
     started = time.perf_counter()
     model, out = Path(model).expanduser(), Path(out).expanduser()
@@ -143,12 +157,14 @@ def prepare(
             "adapter may see all of these examples) or drop the JSONL source"
         )
     _check_out(out)
+    redactor = _redactor(redact_pii, pii_region)
     tokenizer = _load_tokenizer(model)
     _check_seq_len(seq_len, model, tokenizer)
     settings = _store_settings(store, qdrant_url, collection) if groups else None
 
     report = PrepareReport(out, {})
     collected = _collect(roots, groups, settings, jsonl_format, report, progress)
+    redacted = _redact(collected, redactor) if redactor else None
     split_of = split_documents([d.key for source in collected for d in source.documents], eval_fraction, seed)
     if len(split_of) == 1:
         report.warnings.append("only one document: all of it is in train, so there is no held-out evaluation")
@@ -163,10 +179,12 @@ def prepare(
         "counts": counts,
         "sources": [_source_entry(source, split_of) for source in collected],
         "groups": list(groups),
+        "serves": list(groups) or [ADMIN_GROUP],
         "store": describe(settings) if settings else None,
         "eval_fraction": eval_fraction,
         "seed": seed,
         "jsonl_format": jsonl_format,  # "format" is the dataset layout version (dataset.py)
+        "redacted": redacted,  # personal data replaced, by kind; None: redaction was off
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     report.manifest = dataset.write_dataset(out, packed, manifest)
@@ -247,6 +265,24 @@ def _store_settings(store: str | Path | None, qdrant_url: str | None, collection
     )
 
 
+def _redactor(redact_pii: bool | None, pii_region: str | None) -> Redactor | None:
+    env = os.environ.get
+    if redact_pii is None:
+        try:
+            redact_pii = TypeAdapter(bool).validate_python(env("ASSISTANT_REDACT_PII", "false"))
+        except ValidationError:
+            raise PrepareError(
+                f"ASSISTANT_REDACT_PII={env('ASSISTANT_REDACT_PII')!r} is not true or false: fix it, or say "
+                "--redact-pii or --no-redact-pii"
+            ) from None
+    if not redact_pii:
+        return None
+    try:
+        return Redactor(pii_region or env("ASSISTANT_PII_REGION", "US"))
+    except ValueError as error:
+        raise PrepareError(f"--pii-region (or ASSISTANT_PII_REGION): {error}") from None
+
+
 # --- reading the sources ---------------------------------------------------------------------
 
 
@@ -292,6 +328,24 @@ def _why_empty(report: PrepareReport) -> str:
     shown = "; ".join(f"{p.path}: {p.reason}" for p in problems[:5])
     more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
     return f"no source could be used ({shown}{more})"
+
+
+def _redact(collected: list[Source], redactor: Redactor) -> dict[str, int]:
+    """Personal data replaced in every example of every source, in place; how many of each kind."""
+    counts: Counter[str] = Counter()
+
+    def clean(text: str) -> str:
+        text, found = redactor.redact(text)
+        counts.update(found)
+        return text
+
+    for source in collected:
+        for document in source.documents:
+            document.examples = [
+                replace(example, text=clean(example.text), messages=tuple((r, clean(c)) for r, c in example.messages))
+                for example in document.examples
+            ]
+    return dict(sorted(counts.items()))
 
 
 # --- the split -------------------------------------------------------------------------------
@@ -509,7 +563,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--group",
         action="append",
         default=[],
-        help="use only ingested documents these groups may read (repeat); without --source: all of them",
+        help=(
+            "use only ingested documents every one of these groups may read (repeat), and let the adapter answer "
+            "their members; without --source: all such documents. Without --group the adapter answers admins only"
+        ),
     )
     parser.add_argument(
         "--store", type=Path, default=None, help="the embedded store (default: the assistant's, .assistant/qdrant)"
@@ -521,6 +578,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-fraction", type=float, default=0.1, help="share of documents held out (default 0.1)")
     parser.add_argument("--seed", type=int, default=0, help="decides which documents are held out (default 0)")
     parser.add_argument("--format", choices=FORMATS, default="auto", help="the format of JSONL lines (default auto)")
+    parser.add_argument(
+        "--redact-pii",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="replace e-mail addresses, phone, card, IBAN and account numbers and national ids with placeholders "
+        "before tokenising (default: as ASSISTANT_REDACT_PII says, else off)",
+    )
+    parser.add_argument(
+        "--pii-region",
+        default=None,
+        help="the country whose phone numbers are written without +country (default: ASSISTANT_PII_REGION, else US)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 if any source failed or was refused")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -540,6 +609,8 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             jsonl_format=args.format,
             progress=not args.json,
+            redact_pii=args.redact_pii,
+            pii_region=args.pii_region,
         )
     except PrepareError as error:
         print(f"finetune prepare: {error}", file=sys.stderr)

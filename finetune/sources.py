@@ -16,6 +16,7 @@ from pathlib import Path
 from llama_index.core import Document as Section
 
 from finetune.dataset import sha256_file
+from retrieval.access import ADMIN_GROUP
 from retrieval.ingest import document_id
 from retrieval.loaders import SUPPORTED_SUFFIXES, LoadError, load
 from retrieval.settings import RetrievalSettings
@@ -266,14 +267,18 @@ def readable_documents(
     """
     store = open_store(settings)
     try:
-        readable = {record.doc_id: record for record in store.list_documents(groups)}
+        # Every named group, not any: the adapter will answer members of each of them, so each must be allowed to
+        # read everything it learned.
+        readable = {
+            record.doc_id: record for record in store.list_documents(groups) if readable_by_all(record.groups, groups)
+        }
         if paths is None:
             candidates = list(readable.values())
             refused: list[Problem] = []
             if not candidates:
                 raise PrepareError(
-                    f"no document in the store at {describe(settings)} may be read by {', '.join(groups)}: "
-                    "check the group names (`assistant documents` lists each document's groups)"
+                    f"no document in the store at {describe(settings)} may be read by every one of "
+                    f"{', '.join(groups)}: check the group names (`assistant documents` lists each document's groups)"
                 )
         else:
             candidates, refused = [], []
@@ -283,7 +288,8 @@ def readable_documents(
                     candidates.append(record)
                 elif (stored := store.get_document(document_id(path))) is not None:
                     allowed = ", ".join(stored.groups) or "admins only"
-                    refused.append(Problem(str(path), f"not readable by {', '.join(groups)} (stored for {allowed})"))
+                    outside = ", ".join(g for g in groups if not readable_by_all(stored.groups, (g,)))
+                    refused.append(Problem(str(path), f"not readable by {outside} (stored for {allowed})"))
                 else:
                     refused.append(Problem(str(path), "not in the store: ingest it with its groups first"))
     finally:
@@ -295,6 +301,11 @@ def readable_documents(
         else:
             refused.append(Problem(record.path, f"its ingestion did not finish ({record.status}): re-ingest it"))
     return kept, refused
+
+
+def readable_by_all(document_groups: Iterable[str], groups: Iterable[str]) -> bool:
+    """Whether every one of `groups` may read a document stored for `document_groups` (admins read everything)."""
+    return all(group == ADMIN_GROUP or group in document_groups for group in groups)
 
 
 def open_store(settings: RetrievalSettings) -> ChunkStore:

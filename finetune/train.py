@@ -264,6 +264,9 @@ def _training_info(config: TrainConfig, base_config: dict, manifest: dict, eval_
         "base_fingerprint": base_fingerprint(base_config),
         "dataset": str(config.data),
         "dataset_sha256": _manifest_hash(manifest),
+        # Who may be answered with this adapter: the groups that may read all it learned. A dataset prepared before
+        # prepare recorded it has none, and the assistant then lets administrators only use the adapter.
+        "serves": manifest.get("serves"),
         "steps": config.train.max_steps,
         "eval_loss": eval_loss,
         "config": config.to_dict(),

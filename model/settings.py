@@ -20,6 +20,10 @@ class GeneratorSettings(BaseModel):
     # A LoRA adapter: for "local" a PEFT adapter directory loaded on top of model_path; for "openai" the name the
     # server serves it under (vLLM --lora-modules NAME=PATH), sent as the request's model.
     adapter: Path | None = None
+    # The groups whose members the "openai" generator's adapter may answer: those that may read everything it was
+    # trained on (its training.json "serves"). The server holds the adapter, so the assistant cannot read that file
+    # itself; unset, only administrators are answered with it. A "local" adapter's own training.json decides.
+    adapter_groups: tuple[str, ...] | None = None
     max_new_tokens: int = Field(default=256, ge=1)
     temperature: float = Field(default=0.0, ge=0.0)
 

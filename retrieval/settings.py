@@ -2,8 +2,14 @@
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
+
+from retrieval.loaders.guards import MAX_FILE_BYTES, MAX_TEXT_CHARS, Limits
+from retrieval.redaction import Redactor
+
+_MB = 1024 * 1024
 
 
 class RetrievalSettings(BaseModel):
@@ -51,3 +57,57 @@ class RetrievalSettings(BaseModel):
     embedding_cache_dir: Path | None = None
     # Texts embedded at once, one CPU thread each; None: the CPUs this process may use.
     embedding_threads: int | None = Field(default=None, ge=1)
+
+    # What one file may cost ingestion. A larger file is refused from its size, before a byte of it is read: a
+    # 200 MB text file would be some 200k chunks, hours of embedding on 2 CPU cores. Text past max_text_chars
+    # (about 4,000 pages, some 10k chunks, minutes of embedding) is refused once extracted, before chunking.
+    max_file_mb: int = Field(default=MAX_FILE_BYTES // _MB, ge=1)
+    max_text_chars: int = Field(default=MAX_TEXT_CHARS, ge=1)
+
+    # Personal data (e-mail addresses, phone numbers, card numbers, IBANs, labelled account numbers, national ids)
+    # replaced by typed placeholders ("[EMAIL]") before a file is chunked, so the store, its vectors and the search
+    # never hold them. Off by default: where staff look up colleagues' or customers' contact details, those details
+    # are the answer. A file stored under the other setting is read again by the next ingestion that names it, so
+    # `assistant ingest` over the same folders brings the whole store in line.
+    redact_pii: bool = False
+    # The country whose phone numbers documents write without a +country prefix (an ISO 3166 code: US, GB, DE...).
+    pii_region: str = "US"
+
+    def loader_limits(self) -> Limits:
+        """The file limits for the loaders, naming the settings a refusal tells the user to raise."""
+        return Limits(
+            self.max_file_mb * _MB,
+            self.max_text_chars,
+            file_setting=self.setting_name("max_file_mb"),
+            text_setting=self.setting_name("max_text_chars"),
+        )
+
+    @classmethod
+    def setting_name(cls, field: str) -> str:
+        """How the user sets `field`; a composing settings class overrides this to name its environment variable."""
+        return field
+
+    @field_validator("qdrant_url")
+    @classmethod
+    def _qdrant_url_names_a_host(cls, url: str | None) -> str | None:
+        # The store connects to this host and no other, so the URL must name it plainly, with the scheme that says
+        # whether the connection is encrypted: qdrant-client guesses at "qdrant.internal:6333" (http, and https
+        # once an API key is set), and anything but http(s) is no Qdrant REST endpoint.
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"{cls.setting_name('qdrant_url')} must be an http(s) URL such as http://qdrant.internal:6333, "
+                f"not {url!r}"
+            )
+        return url
+
+    @field_validator("pii_region")
+    @classmethod
+    def _pii_region_is_known(cls, region: str) -> str:
+        # Checked here, not at the first ingestion, so a typo stops the assistant before it stores anything.
+        try:
+            return Redactor(region).region
+        except ValueError as error:
+            raise ValueError(f"{cls.setting_name('pii_region')}: {error}") from None

@@ -60,6 +60,7 @@ class DocumentRecord:
     modified: str
     ingested_at: str
     status: str = field(default=COMPLETE)
+    redacted: bool = False  # whether personal data was replaced in its chunks (redact_pii when it was ingested)
 
     @classmethod
     def from_payload(cls, payload: dict) -> "DocumentRecord":
@@ -89,7 +90,18 @@ class ChunkStore:
     def _open_server(self, settings: RetrievalSettings, dimension: int | None) -> tuple[ServerIndex, ServerIndex]:
         if settings.qdrant_url:
             api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-            self._client = QdrantClient(url=settings.qdrant_url, api_key=api_key)
+            # Only the configured host: qdrant-client hands extra arguments to its httpx client, where trust_env=False
+            # ignores proxy variables (a proxy is another host that would see every chunk); redirects are not
+            # followed (httpx's default, stated). Its compatibility check is off because it asks the server through
+            # httpx.get with the environment's proxies, API key included. REST only: no second (gRPC) port.
+            self._client = QdrantClient(
+                url=settings.qdrant_url,
+                api_key=api_key,
+                prefer_grpc=False,
+                check_compatibility=False,
+                trust_env=False,
+                follow_redirects=False,
+            )
         else:
             self._client = QdrantClient(location=":memory:")
         server = bool(settings.qdrant_url)
@@ -172,7 +184,7 @@ class ChunkStore:
     def delete_document(self, record: DocumentRecord) -> None:
         record.status = DELETING
         self.put_document(record)
-        self.chunks.delete(Where.match("doc_id", record.doc_id))
+        self.remove_chunks(record.doc_id)
         self.documents.delete_ids([_document_point_id(record.doc_id)])
 
     # --- chunks ----------------------------------------------------------------------------
@@ -185,6 +197,9 @@ class ChunkStore:
                 for node, vector in zip(nodes, sparse, strict=True)
             ]
         )
+
+    def remove_chunks(self, doc_id: str) -> None:
+        self.chunks.delete(Where.match("doc_id", doc_id))
 
     def remove_stale_chunks(self, doc_id: str, content_hash: str) -> None:
         """Drops the chunks of an earlier version of the document (including any beyond the new count)."""

@@ -1,36 +1,68 @@
-import ipaddress
-import socket
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from egress_guard import GUARD, describe, extend_to_children, install
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
-# Nothing leaves the machine, and the suite proves it: any connection to a non-loopback
-# address fails the test that opened it.
-_real_connect = socket.socket.connect
+# Nothing leaves the machine, and the suite proves it: from here on, any attempt to reach past loopback (a connection,
+# a datagram, a DNS lookup) in this process or a Python process it starts is blocked and recorded, and fails the test
+# that made it, even where a library caught the error and carried on (egress_guard.py says how).
+install()
 
 
-def _loopback_only(sock, address):
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        host = address[0]
-        try:
-            allowed = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            allowed = host == "localhost"
-        if not allowed:
-            raise AssertionError(f"test tried to connect to {address!r}: nothing may leave the machine")
-    return _real_connect(sock, address)
+def pytest_configure(config):
+    config._egress_dir = Path(tempfile.mkdtemp(prefix="egress-guard-"))
+    extend_to_children(config._egress_dir / "children.jsonl")
 
 
-@pytest.fixture(autouse=True, scope="session")
-def no_egress():
-    socket.socket.connect = _loopback_only
-    yield
-    socket.socket.connect = _real_connect
+def pytest_unconfigure(config):
+    shutil.rmtree(getattr(config, "_egress_dir", ""), ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    GUARD.test = item.nodeid  # setup, call and teardown: attempts in a fixture count against the test that asked
+    try:
+        return (yield)
+    finally:
+        GUARD.test = None
+
+
+@pytest.fixture(autouse=True)
+def no_egress(request):
+    """The guard, for tests that count attempts. Torn down after the test's other fixtures, so it fails the test for
+    an unexpected attempt in its body or in any of their set-ups and teardowns."""
+    yield GUARD
+    GUARD.collect_children()
+    unexpected = GUARD.unreported(request.node.nodeid)
+    if unexpected:
+        pytest.fail(describe(unexpected), pytrace=False)
+
+
+def pytest_sessionfinish(session):
+    GUARD.collect_children()
+    stray = GUARD.unreported(everywhere=True)  # during collection, or after a test's own check
+    if stray:
+        session.config._egress_stray = stray
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    stray = getattr(config, "_egress_stray", [])
+    if stray:
+        terminalreporter.section("egress outside any test", red=True)
+        terminalreporter.write_line(describe(stray))
+    on_purpose = sum(attempt.expected for attempt in GUARD.attempts)
+    terminalreporter.write_line(
+        f"egress guard: {len(GUARD.attempts)} attempt(s) past loopback blocked, {on_purpose} of them made on purpose "
+        f"by tests of the guard; {GUARD.allowed} loopback or local operation(s) allowed"
+    )
 
 
 @pytest.fixture(scope="session")

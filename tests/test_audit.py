@@ -1,3 +1,4 @@
+import hashlib
 import json
 import threading
 from datetime import UTC, datetime, timedelta
@@ -5,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from assistant.audit import AuditError, AuditLog
+from retrieval.store import chunk_point_id
 
 
 def test_record_appends_one_line_and_read_filters_newest_first(tmp_path):
@@ -136,6 +138,7 @@ def test_ingest_ask_feedback_delete_are_recorded_with_who_and_what(make_assistan
     ]
     assert ask["sources"][0]["heading"] == "Leave > Annual leave"
     assert (ask["model"], ask["adapter"]) == ("extractive", None) and 0 <= ask["seconds"] < 60
+    assert ask["groups"] == ["staff"] and ask["chunks"] == [chunk_point_id(s.doc_id, s.chunk) for s in answer.sources]
 
     assert feedback == {
         "time": feedback["time"],
@@ -147,6 +150,47 @@ def test_ingest_ask_feedback_delete_are_recorded_with_who_and_what(make_assistan
         "comment": "it is 30 now",
     }
     assert (delete["event"], delete["user"], delete["paths"], delete["chunks"]) == ("delete", "root", [leave], 1)
+
+
+def test_a_search_is_recorded_with_the_chunks_it_showed(make_assistant, handbook):
+    from assistant import User
+
+    assistant = make_assistant()
+    assistant.ingest([handbook], groups=["staff"])
+    sources = assistant.search("annual leave", User("ana", ("staff", "hr")), k=3)
+
+    (search,) = assistant.audit.read()
+    assert (search["event"], search["user"], search["groups"]) == ("search", "ana", ["hr", "staff"])
+    assert search["question"] == "annual leave" and 0 <= search["seconds"] < 60
+    # The point ids name the exact passages shown, even after the document is re-ingested and rechunked.
+    assert search["chunks"] == [chunk_point_id(s.doc_id, s.chunk) for s in sources] and sources
+    assert [assistant.store.get_chunk(point).text for point in search["chunks"]] == [s.text for s in sources]
+
+
+def test_a_hashing_log_keeps_who_and_what_was_shown_but_not_what_was_typed(make_assistant, handbook):
+    from assistant import User
+
+    assistant = make_assistant(audit_text="hash")
+    assistant.ingest([handbook], groups=["staff"])
+    ana = User("ana", ("staff",))
+    answer = assistant.ask("How many days of annual leave?", ana)
+    assistant.search("phished contractor", ana)
+    assistant.feedback(ana, "How many days of annual leave?", answer.text, 1, comment="my manager said 30")
+
+    log = assistant.audit.path.read_text()
+    for typed in ("annual leave?", "phished", "my manager", "27 days"):
+        assert typed not in log
+    feedback, _search, ask = assistant.audit.read()
+    assert set(feedback) == {"time", "event", "user", "rating", "question_hmac", "answer_hmac", "comment_hmac"}
+    assert ask["chunks"] and ask["sources"][0]["path"].endswith("leave.md") and ask["groups"] == ["staff"]
+    # Whoever holds the key can check whether a question was asked; without it the hash says nothing.
+    assert [e["event"] for e in assistant.audit.read(question="How many days of annual leave?")] == ["feedback", "ask"]
+    assert assistant.audit.read(question="How many days of leave?") == []
+    key = assistant.audit.key_path
+    assert (
+        key.stat().st_mode & 0o777 == 0o600
+        and ask["question_hmac"] != hashlib.sha256(b"How many days of annual leave?").hexdigest()
+    )
 
 
 def test_a_stream_is_recorded_before_its_answer_is_handed_over(make_assistant, handbook):
@@ -201,3 +245,8 @@ def test_a_user_shares_only_with_their_own_groups(make_assistant, handbook):
     assert assistant.store.count_chunks() == 0 and assistant.audit.read() == []
     assistant.ingest(handbook / "leave.md", groups=["staff"], user=User("ana", ("staff",)))
     assert assistant.store.count_chunks() == 1
+
+
+def test_a_new_data_directory_is_readable_by_its_owner_only(make_assistant, tmp_path):
+    assistant = make_assistant(data_dir=tmp_path / "fresh" / "data")
+    assert assistant.settings.data_dir.stat().st_mode & 0o777 == 0o700

@@ -94,3 +94,10 @@ def test_a_second_process_on_the_embedded_store_gets_a_clear_error(embedder, doc
         )
     assert result.returncode == 2, result.stderr
     assert "open in another process" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_operators_relative_path_with_dots_is_taken_as_the_shell_means_it(run, docs, monkeypatch):
+    (docs / "sub").mkdir()
+    monkeypatch.chdir(docs / "sub")
+    code, out, _ = run("ingest", "../leave.md", "--group", "staff", "--json")
+    assert code == 0 and json.loads(out)["added"] == [str((docs / "leave.md").resolve())]

@@ -12,6 +12,7 @@ import yaml
 from safetensors.torch import load_file
 from tiny_models import write_model
 
+from assistant.service import AdapterNotPermitted
 from assistant.types import User
 from finetune import cli
 from finetune.config import ConfigError, load_config
@@ -23,11 +24,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_documents_to_an_adapter_the_assistant_answers_with(tmp_path, make_assistant, capsys):
     base = write_model(tmp_path / "base", kind="grok-1")
+    store = tmp_path / "store"
+    with make_assistant(qdrant_path=str(store)) as assistant:
+        for folder, group in (("public", "staff"), ("hr", "hr"), ("security", "security")):
+            assert assistant.ingest([ROOT / "samples" / folder], groups=[group]).ok
     data = tmp_path / "data"
-    argv = ["prepare", "--model", str(base), "--source", str(ROOT / "samples"), "--out", str(data), "--seq-len", "64"]
-    assert cli.main(argv) == 0
+    argv = ["prepare", "--model", str(base), "--group", "staff", "--store", str(store), "--out", str(data)]
+    assert cli.main([*argv, "--seq-len", "64"]) == 0
     manifest = json.loads((data / "manifest.json").read_text())
-    assert manifest["splits"]["eval"]["sequences"] > 0
+    assert manifest["splits"]["eval"]["sequences"] > 0 and manifest["serves"] == ["staff"]
+    assert all("/public/" in source["path"] for source in manifest["sources"])
 
     config = tmp_path / "run.yaml"
     settings = {
@@ -50,11 +56,18 @@ def test_documents_to_an_adapter_the_assistant_answers_with(tmp_path, make_assis
     report = capsys.readouterr().out
     assert "base" in report and "adapted" in report and "perplexity change" in report
 
-    assistant = make_assistant(generator="local", model_path=base, adapter=adapter, max_new_tokens=8)
-    assistant.ingest([ROOT / "samples" / "public"], groups=["staff"])
+    assert json.loads((adapter / "training.json").read_text())["serves"] == ["staff"]
+
+    assistant = make_assistant(
+        generator="local", model_path=base, adapter=adapter, max_new_tokens=8, qdrant_path=str(store)
+    )
     answer = assistant.ask("How many days do I have to file an expense claim?", User("ana", ("staff",)))
     assert answer.adapter == str(adapter) and answer.sources
     assert hasattr(assistant.generator.model, "peft_config"), "the in-process model carries the adapter"
+    # Someone outside staff may not be answered by what the adapter learned from staff's documents.
+    with pytest.raises(AdapterNotPermitted, match="only staff may read"):
+        assistant.ask("How many days do I have to file an expense claim?", User("bo", ("hr",)))
+    assert assistant.audit.read(user="bo", events=["refused"])
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from conftest import SAMPLES
@@ -277,6 +278,33 @@ def test_sources_the_groups_may_not_read_are_refused_and_listed(company, model_d
     assert refused[str(docs / "hr" / "salary-bands-and-reviews.pdf")] == "not readable by staff (stored for hr)"
     assert "not in the store" in refused[str(stray)]
     assert not report.ok
+
+
+def test_several_groups_get_only_what_every_one_of_them_may_read(make_assistant, model_dir, tmp_path):
+    docs, store = tmp_path / "docs", tmp_path / "qdrant"
+    docs.mkdir()
+    stored_for = {"shared.md": ["hr", "staff"], "hr-only.md": ["hr"], "staff-only.md": ["staff"], "secret.md": []}
+    with make_assistant(qdrant_path=str(store)) as assistant:
+        for name, groups in stored_for.items():
+            (docs / name).write_text(f"# {name}\n\nThis page is stored for {groups or 'administrators'}.\n" * 20)
+            assert assistant.ingest([docs / name], groups=groups).ok
+
+    report = prepare(model_dir, tmp_path / "out", [docs], groups=["hr", "staff"], store=store, seq_len=SEQ_LEN)
+
+    # The adapter will answer members of hr and of staff: each must be allowed to read all it learns.
+    assert [Path(source["path"]).name for source in report.manifest["sources"]] == ["shared.md"]
+    assert report.manifest["serves"] == ["hr", "staff"]
+    refused = {Path(p.path).name: p.reason for p in report.refused}
+    assert refused == {
+        "hr-only.md": "not readable by staff (stored for hr)",
+        "staff-only.md": "not readable by hr (stored for staff)",
+        "secret.md": "not readable by hr, staff (stored for admins only)",
+    }
+    # Admins read everything, so naming admin narrows nothing; and files no store vouched for serve admins only.
+    everything = prepare(model_dir, tmp_path / "admin", groups=["admin"], store=store, seq_len=SEQ_LEN)
+    assert len(everything.manifest["sources"]) == 4 and everything.manifest["serves"] == ["admin"]
+    unvouched = prepare(model_dir, tmp_path / "files", [docs], seq_len=SEQ_LEN)
+    assert unvouched.manifest["serves"] == ["admin"]
 
 
 def test_a_document_changed_or_gone_since_ingestion_is_not_used(company, model_dir, tmp_path):

@@ -14,6 +14,7 @@ from test_model_loading import save_lora, save_tiny_grok, tiny_grok, word_tokeni
 
 from assistant import Answer, Settings, User
 from assistant.extractive import NO_ANSWER
+from assistant.service import AdapterNotPermitted
 from model.generators import Generator, GeneratorError
 from model.generators.local import LocalGenerator, StopText
 from model.generators.openai_server import OpenAICompatibleGenerator, _sse_events, _sse_text
@@ -73,7 +74,7 @@ def test_stop_text_never_lets_a_piece_of_a_stop_sequence_out():
 def test_chat_models_get_their_template_and_base_models_the_plain_prompt(grok):
     model, tokenizer = grok
     assert PROMPT.plain().endswith("Question: How many days of leave do employees get?\n\nAnswer:")
-    assert "[1] handbook.md (Leave)\nw1 w2 w3 w4" in PROMPT.plain()
+    assert '<source n="1" from="handbook.md (Leave)">\nw1 w2 w3 w4' in PROMPT.plain()
     plain = LocalGenerator(model, tokenizer)
     ids = plain.encode(PROMPT)["input_ids"][0].tolist()
     assert not plain.uses_chat_template and len(ids) == len(PROMPT.plain().split())  # one word, one token
@@ -178,7 +179,7 @@ def test_openai_generator_streams_the_servers_pieces(server):
     body = request["body"]
     assert body["model"] == "org-model" and body["stream"] is True and body["max_tokens"] == 64
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
-    assert "[1] handbook.md (Leave)\nw1 w2 w3 w4" in body["messages"][1]["content"]
+    assert '<source n="1" from="handbook.md (Leave)">\nw1 w2 w3 w4' in body["messages"][1]["content"]
     generator.close()
 
 
@@ -301,9 +302,9 @@ def test_the_assistant_answers_through_the_server_from_readable_sources_only(mak
     assert {"retrieve_ms", "first_token_ms", "generate_ms", "total_ms"} <= set(answer.timings)
     (request,) = server.requests
     user_text = request["body"]["messages"][1]["content"]
-    assert f"[1] {documents[0].resolve()} (Annual leave)\n" in user_text
+    assert f'<source n="1" from="{documents[0].resolve()} (Annual leave)">\n' in user_text
     assert "twenty-five days of annual leave" in user_text
-    assert "ZEBRA-7731" not in json.dumps(request["body"]) and "[2]" not in user_text
+    assert "ZEBRA-7731" not in json.dumps(request["body"]) and 'n="2"' not in user_text
 
 
 def test_no_readable_source_means_the_model_is_not_asked(make_assistant, server, documents):
@@ -318,7 +319,11 @@ def test_no_readable_source_means_the_model_is_not_asked(make_assistant, server,
 
 def test_the_answer_names_the_adapter_it_was_written_with(make_assistant, server, documents):
     assistant = make_assistant(
-        generator="openai", openai_base_url=server.url, openai_model="org-model", adapter="hr-lora"
+        generator="openai",
+        openai_base_url=server.url,
+        openai_model="org-model",
+        adapter="hr-lora",
+        adapter_groups=["staff"],
     )
     _ingest(assistant, documents)
     answer = assistant.ask("How many days of annual leave?", User("ana", ("staff",)))
@@ -327,11 +332,26 @@ def test_the_answer_names_the_adapter_it_was_written_with(make_assistant, server
     assert assistant.generator is assistant.generator  # built once
 
 
+def test_a_served_adapter_answers_only_the_groups_it_was_trained_for(make_assistant, server, documents):
+    assistant = make_assistant(generator="openai", openai_base_url=server.url, openai_model="m", adapter="hr-lora")
+    _ingest(assistant, documents)
+    # Unset ASSISTANT_ADAPTER_GROUPS: nobody said who may read what it learned, so only administrators.
+    with pytest.raises(AdapterNotPermitted, match="administrators only"):
+        assistant.ask("How many days of annual leave?", User("ana", ("staff",)))
+    assert assistant.ask("How many days of annual leave?", User("root", ("admin",))).adapter == "hr-lora"
+    assistant.settings.adapter_groups = ("hr",)
+    with pytest.raises(AdapterNotPermitted, match="only hr may read"):
+        assistant.ask("How many days of annual leave?", User("ana", ("staff",)))
+    assert [e["event"] for e in assistant.audit.read(user="ana")] == ["refused", "refused"]
+    assert len(server.requests) == 1  # the model never saw a refused question
+
+
 def test_the_assistant_runs_a_local_model_directory_with_an_adapter(make_assistant, documents, tmp_path):
     from peft import PeftModel
 
     directory = save_tiny_grok(tmp_path / "tiny-grok")
     save_lora(tiny_grok(), tmp_path / "hr-lora")
+    (tmp_path / "hr-lora" / "training.json").write_text(json.dumps({"serves": ["staff"]}))
     assistant = make_assistant(generator="local", model_path=directory, adapter=tmp_path / "hr-lora", max_new_tokens=6)
     _ingest(assistant, documents)
 

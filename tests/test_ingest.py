@@ -236,3 +236,13 @@ def test_embedded_store_persists_and_refuses_a_second_holder(embedder, tmp_path,
     with Assistant(settings, embedder=embedder) as reopened:
         assert "north car park" in reopened.search("where do we gather in a fire", admin, k=1)[0].text
         assert reopened.ingest([doc], groups=["staff"]).unchanged == [str(doc.resolve())]
+
+
+def test_a_file_linked_inside_the_folder_is_read_once_under_its_real_path(make_assistant, tmp_path):
+    docs = tmp_path / "docs"
+    real = write(docs / "real.md", "# Post\n\nThe post room sorts the mail twice a day.")
+    (docs / "alias.md").symlink_to("real.md")
+
+    report = make_assistant().ingest([docs, real], groups=["staff"])
+
+    assert report.added == [str(real.resolve())] and report.ok and not report.skipped

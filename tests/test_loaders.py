@@ -17,11 +17,14 @@ from reportlab.pdfgen import canvas
 
 from retrieval.loaders import (
     SUPPORTED_SUFFIXES,
+    Limits,
     LoadError,
     UnsupportedFileType,
     guards,
     load,
+    web,
 )
+from retrieval.loaders import sections as loader_sections
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "corpus"
@@ -476,8 +479,12 @@ class TestPdf:
 
 
 def assert_load_error(path: Path, reason: str) -> LoadError:
+    return assert_load_error_with(path, None, reason)
+
+
+def assert_load_error_with(path: Path, limits: Limits | None, reason: str) -> LoadError:
     with pytest.raises(LoadError) as caught:
-        load(path)
+        load(path, limits)
     message = str(caught.value)
     assert reason in message
     assert str(path.parent) not in message, "the caller adds the path, the reason must not"
@@ -577,6 +584,62 @@ class TestBadInput:
 
     def test_rtf_that_is_not_rtf(self, tmp_path):
         assert_load_error(write(tmp_path / "plain.rtf", "plain words"), "not a readable RTF")
+
+    def test_text_with_nul_bytes_says_so(self, tmp_path):
+        assert_load_error(write(tmp_path / "nul.txt", b"words\x00 and more words\n" * 20), "it holds NUL bytes")
+
+    @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+    def test_utf16_without_bom_is_read(self, tmp_path, encoding):
+        path = write(tmp_path / "wide.txt", "Fire drills are on Mondays.\n".encode(encoding))
+        assert load(path)[0].text == "Fire drills are on Mondays."
+
+    def test_encoded_data_runs_are_dropped_and_a_file_of_nothing_else_is_refused(self, tmp_path):
+        blob = "QUJD" * 3000  # 12,000 characters without a space
+        assert load(write(tmp_path / "mixed.md", f"Prose stays.\n\n{blob}\n"))[0].text == "Prose stays."
+        assert_load_error(write(tmp_path / "blob.txt", blob), "encoded data")
+        near = "x" * loader_sections.MAX_RUN_CHARS  # at the limit: kept
+        assert load(write(tmp_path / "near.txt", near))[0].text == near
+
+    def test_html_nested_past_the_limit(self, tmp_path):
+        depth = web.MAX_DEPTH + 10
+        path = write(tmp_path / "deep.html", "<p>Top</p>" + "<div>" * depth + "x" + "</div>" * depth)
+        assert_load_error(path, f"more than {web.MAX_DEPTH} levels deep")
+
+    def test_zip_member_that_leaves_the_archive(self, tmp_path):
+        import zipfile
+
+        path = tmp_path / "slip.docx"
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("../../evil.sh", "rm -rf /")
+        assert_load_error(path, "a path that leads out of the archive")
+
+    def test_zip_member_that_expands_like_a_bomb(self, tmp_path, monkeypatch):
+        import zipfile
+
+        monkeypatch.setattr(guards, "ZIP_RATIO_GRACE_BYTES", 1024 * 1024)
+        path = tmp_path / "bomb.xlsx"
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("xl/worksheets/sheet1.xml", b"\0" * (2 * 1024 * 1024))
+        assert_load_error(path, "more than 100 times, as a zip bomb does")
+
+    def test_limits_hold_for_one_load_and_the_attachments_it_reads(self, tmp_path):
+        path = write(tmp_path / "note.txt", "ten words of text about nothing in particular at all")
+        assert_load_error_with(
+            path, Limits(10, 1000, file_setting="ASSISTANT_MAX_FILE_MB"), "raise ASSISTANT_MAX_FILE_MB"
+        )
+        assert_load_error_with(path, Limits(1000, 20), "too much text: 52 characters, limit 20")
+        assert load(path)[0].text.startswith("ten words")  # the defaults again once that load is over
+        message = EmailMessage()
+        message["Subject"] = "Report"
+        message.set_content("See the attachment.")
+        message.add_attachment(b"word " * 1000, maintype="text", subtype="plain", filename="long.txt")
+        mail = write(tmp_path / "mail.eml", bytes(message))
+        assert "Report > long.txt" not in headings(load(mail, Limits(100_000, 1000)))  # over the limit: left out
+        assert "Report > long.txt" in headings(load(mail))
+
+    def test_symlink_loop(self, tmp_path):
+        (tmp_path / "loop.md").symlink_to("loop.md")
+        assert_load_error(tmp_path / "loop.md", "symlink loop")
 
 
 def test_supported_suffixes():

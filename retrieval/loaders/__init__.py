@@ -13,6 +13,7 @@ empty list silently.
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +21,16 @@ from llama_index.core import Document
 
 from .epub import load_epub
 from .errors import LoadError, UnsupportedFileType
-from .guards import check_size, short_reason
+from .guards import (
+    HOSTILE_ADVICE,
+    Limits,
+    hostile_reason,
+    os_reason,
+    refuse_size,
+    refuse_text,
+    short_reason,
+    using_limits,
+)
 from .mail import load_eml, load_msg
 from .markdown import load_markdown
 from .odt import load_odt
@@ -31,7 +41,7 @@ from .text import load_rtf, load_text
 from .web import load_html
 from .word import load_docx
 
-__all__ = ["SUPPORTED_SUFFIXES", "LoadError", "UnsupportedFileType", "load"]
+__all__ = ["SUPPORTED_SUFFIXES", "Limits", "LoadError", "UnsupportedFileType", "load"]
 
 Loader = Callable[[Path], list[Document]]
 
@@ -57,14 +67,26 @@ _LOADERS: dict[str, tuple[str, Loader]] = {
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_LOADERS)
 
 
-def load(path: Path) -> list[Document]:
-    """Read one file into sections; raise ``LoadError`` (never another error) on bad input."""
-    path = Path(path)
-    if not path.exists():
-        raise LoadError("no such file")
-    if path.is_dir():
+def load(path: Path, limits: Limits | None = None) -> list[Document]:
+    """Read one file into sections; raise ``LoadError`` (never another error) on bad input.
+
+    ``limits`` bounds the file's size and its text; without it, the defaults in ``guards`` (or the
+    limits of a ``load`` this one runs inside, as for an e-mail's attachments) apply.
+    """
+    with using_limits(limits):
+        documents = _load(Path(path))
+        refuse_text(sum(len(document.text) for document in documents))
+        return documents
+
+
+def _load(path: Path) -> list[Document]:
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise LoadError(os_reason(exc)) from exc
+    if stat.S_ISDIR(info.st_mode):
         raise LoadError("is a directory")
-    if not path.is_file():
+    if not stat.S_ISREG(info.st_mode):
         # Pipes and devices never end or block; only regular files are documents.
         raise LoadError("not a regular file (a pipe, socket or device): copy the content to a file")
     suffix = path.suffix.lower()
@@ -72,7 +94,7 @@ def load(path: Path) -> list[Document]:
         raise UnsupportedFileType(suffix, SUPPORTED_SUFFIXES)
     kind, loader = _LOADERS[suffix]
     try:
-        check_size(path)
+        refuse_size(info.st_size)
         return loader(path)
     except LoadError:
         raise
@@ -81,10 +103,12 @@ def load(path: Path) -> list[Document]:
     except IsADirectoryError as exc:
         raise LoadError("is a directory") from exc
     except PermissionError as exc:
-        raise LoadError("permission denied: the file is not readable by this process") from exc
+        raise LoadError(os_reason(exc)) from exc
     except RecursionError as exc:
-        raise LoadError(f"not a readable {kind}: it is nested too deeply to process") from exc
+        raise LoadError(f"not a readable {kind}: it is nested too deeply to process{HOSTILE_ADVICE}") from exc
     except Exception as exc:  # third-party parsers raise anything; callers need LoadError
+        if hostile := hostile_reason(exc):
+            raise LoadError(f"not a readable {kind}: {hostile}{HOSTILE_ADVICE}") from exc
         raise LoadError(
             f"not a readable {kind}: {short_reason(exc, path)} "
             f"(the file is damaged or not really {kind}; open it and save it again)"

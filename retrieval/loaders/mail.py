@@ -13,6 +13,7 @@ import logging
 import mimetypes
 import tempfile
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -29,6 +30,10 @@ from .web import html_to_text
 log = logging.getLogger(__name__)
 
 NO_TEXT_REASON = "no text: the message has no headers, body or readable attachments"
+# Forwarded messages inside forwarded messages: real threads stop after a few; a message nested hundreds deep is
+# made to cost a re-serialisation and a parse per level (60 levels took 3.6 s, growing with the square).
+MAX_NESTED_MESSAGES = 8
+_nesting: ContextVar[int] = ContextVar("message_nesting", default=0)
 _HEADER_NAMES = ("From", "To", "Cc", "Date", "Subject")
 
 
@@ -164,15 +169,22 @@ def _attachment_sections(subject: str | None, attachment: _Attachment) -> list[S
     if not attachment.data:
         log.warning("skipping attachment %r: it is empty", attachment.name)
         return []
+    depth = _nesting.get()
+    if depth >= MAX_NESTED_MESSAGES:
+        log.warning("skipping attachment %r: attachments nested more than %d deep", attachment.name, depth)
+        return []
     with tempfile.TemporaryDirectory(prefix="loader-attachment-") as folder:
         # The attachment's own name could be a path; only its suffix is trusted.
         temporary = Path(folder) / f"attachment{attachment.suffix}"
         temporary.write_bytes(attachment.data)
+        token = _nesting.set(depth + 1)
         try:
             documents = load(temporary)
         except LoadError as exc:
             log.warning("skipping attachment %r: %s", attachment.name, exc)
             return []
+        finally:
+            _nesting.reset(token)
     return [
         Section(
             text=document.text,

@@ -9,7 +9,7 @@ from pypdf import PdfReader
 from pypdf.errors import DependencyError, PdfReadError, PyPdfError
 
 from .errors import LoadError
-from .guards import short_reason
+from .guards import HOSTILE_ADVICE, hostile_reason, short_reason
 from .sections import Section, to_documents
 
 NO_TEXT_REASON = "no extractable text: the PDF may be scanned images; OCR is not configured"
@@ -30,6 +30,8 @@ def load_pdf(path: Path) -> list[Document]:
     except LoadError:
         raise
     except (PyPdfError, ValueError, KeyError, TypeError) as exc:  # pypdf's usual failures
+        if hostile := hostile_reason(exc):
+            raise LoadError(f"not a readable PDF: {hostile}{HOSTILE_ADVICE}") from exc
         raise LoadError(
             f"not a readable PDF: {short_reason(exc, path)} "
             "(the file may be truncated or damaged; export or download it again)"

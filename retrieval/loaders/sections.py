@@ -14,6 +14,12 @@ HEADING_SEPARATOR = " > "
 
 _SPACES = re.compile(r"[^\S\n]+")  # any whitespace except newline
 _BLANK_RUNS = re.compile(r"\n{3,}")
+# A "word" this long is encoded data (base64, a minified script, a hex dump), never prose: the embedder reads it
+# as one unknown token, so it would be stored as one huge chunk, or cut a character at a time (35 s a megabyte).
+# Chinese or Japanese paragraphs run without spaces too, but not for 10,000 characters.
+MAX_RUN_CHARS = 10_000
+# The lookbehind starts a match only where a run starts, so a long run shorter than the limit is scanned once.
+_OVERLONG_RUN = re.compile(rf"(?<!\S)\S{{{MAX_RUN_CHARS + 1},}}")
 
 
 @dataclass
@@ -69,10 +75,13 @@ def tidy(text: str) -> str:
 
 
 def to_documents(sections: Iterable[Section], *, empty_reason: str) -> list[Document]:
-    """Drop empty sections; refuse a file that yields no text at all."""
+    """Drop empty sections and encoded-data runs; refuse a file that yields no text at all."""
     documents = []
+    dropped = 0
     for section in sections:
-        text = section.text.strip()
+        text, runs = _OVERLONG_RUN.subn("", section.text)
+        dropped += runs
+        text = text.strip()
         if not text:
             continue
         metadata: dict[str, object] = {}
@@ -82,5 +91,10 @@ def to_documents(sections: Iterable[Section], *, empty_reason: str) -> list[Docu
             metadata["heading"] = section.heading
         documents.append(Document(text=text, metadata=metadata))
     if not documents:
+        if dropped:
+            raise LoadError(
+                f"no text: it holds only {dropped} run(s) of more than {MAX_RUN_CHARS:,} characters without a space "
+                "or line break, which is encoded data (base64, minified code), not text to search"
+            )
         raise LoadError(empty_reason)
     return documents

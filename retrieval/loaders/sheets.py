@@ -12,6 +12,7 @@ import openpyxl
 from llama_index.core import Document
 
 from .decoding import decode_text
+from .errors import LoadError
 from .guards import check_zip
 from .sections import Section, one_line, to_documents
 
@@ -64,8 +65,16 @@ def load_csv(path: Path) -> list[Document]:
     text = decode_text(path.read_bytes())
     # newline="" keeps line endings so quoted values may span lines, as csv requires.
     rows = csv.reader(io.StringIO(text, newline=""), _dialect(text))
-    header = next(rows, [])
-    lines = [line for row in rows if (line := _record(header, row))]
+    try:
+        header = next(rows, [])
+        lines = [line for row in rows if (line := _record(header, row))]
+    except csv.Error as exc:
+        if "field limit" not in str(exc):
+            raise
+        raise LoadError(
+            f"not a readable CSV: a value in it is longer than {csv.field_size_limit():,} characters, which no "
+            "real table has (an unclosed quote can make one); check its quotes, or save it as text (.txt)"
+        ) from exc
     if not lines:
         # A header-only file still names its columns, which is worth indexing.
         lines = [CELL_SEPARATOR.join(c.strip() for c in header if c.strip())]

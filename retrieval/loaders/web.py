@@ -17,6 +17,7 @@ from bs4 import BeautifulSoup, NavigableString, Tag, XMLParsedAsHTMLWarning
 from llama_index.core import Document
 
 from .decoding import refuse_binary
+from .errors import LoadError
 from .sections import HeadingTrail, Section, one_line, to_documents
 
 NO_TEXT_REASON = "no text: the HTML has no visible text outside scripts, styles and navigation"
@@ -33,6 +34,9 @@ _BLOCKS = (
 )  # fmt: skip
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
+# Preparing the tree moves nodes, which costs BeautifulSoup a walk down the moved element's last descendants:
+# a page nested 100,000 deep took ten minutes. libxml2 stops XML at 256 levels; real pages stay far below.
+MAX_DEPTH = 256
 # Financial tables put "$" and ")" in cells of their own; they belong to the number.
 _LEADING_SYMBOL = re.compile(r"[$€£¥]")
 _TRAILING_SYMBOL = re.compile(r"[)%]+")
@@ -60,7 +64,21 @@ def parse_html(markup: bytes | str) -> BeautifulSoup:
     with warnings.catch_warnings():
         # XHTML (EPUB, some exports) is read as HTML on purpose: it tolerates broken markup.
         warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
-        return BeautifulSoup(markup, "lxml")
+        soup = BeautifulSoup(markup, "lxml")
+    _refuse_deep_nesting(soup)
+    return soup
+
+
+def _refuse_deep_nesting(soup: BeautifulSoup) -> None:
+    stack: list[tuple[Tag, int]] = [(soup, 0)]
+    while stack:
+        tag, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise LoadError(
+                f"its HTML nests elements more than {MAX_DEPTH} levels deep, which no page a person wrote does: "
+                "it is generated or hostile; save the text as a plain text file if it is needed"
+            )
+        stack.extend((child, depth + 1) for child in tag.contents if isinstance(child, Tag))
 
 
 def html_sections(soup: BeautifulSoup, trail: HeadingTrail) -> list[Section]:

@@ -599,7 +599,9 @@ def run(args: argparse.Namespace) -> int:
         report = prepare(
             args.model,
             args.out,
-            args.source,
+            # The operator's shell paths: `../docs` means what it says (folders are walked as ingestion walks them,
+            # which refuses '..' in a path it is handed).
+            [os.path.abspath(os.path.expanduser(source)) for source in args.source],
             args.group,
             store=args.store,
             qdrant_url=args.qdrant_url,

@@ -17,8 +17,9 @@ from llama_index.core import Document as Section
 
 from finetune.dataset import sha256_file
 from retrieval.access import ADMIN_GROUP
+from retrieval.files import list_files
 from retrieval.ingest import document_id
-from retrieval.loaders import SUPPORTED_SUFFIXES, LoadError, load
+from retrieval.loaders import LoadError, load
 from retrieval.settings import RetrievalSettings
 from retrieval.store import COMPLETE, ChunkStore, DocumentRecord, StoreLockedError, StoreNotFound
 
@@ -79,34 +80,23 @@ class Source:
 def find_files(roots: Iterable[Path]) -> tuple[list[Path], list[Problem], list[Problem]]:
     """(files, skipped, failed) for the --source paths, each file once.
 
-    Folders are walked the way ingestion walks them (sorted, hidden parts left out, only loader suffixes), so a
-    folder yields the same documents here as in the store.
+    Folders are walked as ingestion walks them (retrieval.files), so a folder yields the same documents here as in
+    the store, and a link out of a folder is no more followed here than there.
     """
-    files: dict[Path, Path] = {}
-    skipped: list[Problem] = []
-    failed: list[Problem] = []
+    roots = list(roots)
+    listing = list_files(roots)
+    skipped = [
+        # A folder may hold JSONL that is not training data (samples/questions.jsonl): only named ones count.
+        Problem(entry.path, "JSONL files are read only when named as a --source")
+        if entry.path.lower().endswith(JSONL_SUFFIX)
+        else Problem(entry.path, entry.reason)
+        for entry in listing.skipped
+    ]
+    failed = [Problem(entry.path, entry.reason) for entry in [*listing.failed, *listing.missing.values()]]
     for root in roots:
-        if root.is_dir():
-            found = 0
-            for path in sorted(root.rglob("*")):
-                relative = path.relative_to(root).parts
-                if not path.is_file() or any(part.startswith(".") for part in relative):
-                    continue
-                if path.suffix.lower() in SUPPORTED_SUFFIXES:
-                    files.setdefault(path.resolve(), path)
-                    found += 1
-                elif path.suffix.lower() == JSONL_SUFFIX:
-                    # A folder may hold JSONL that is not training data (samples/questions.jsonl): only named ones count.
-                    skipped.append(Problem(str(path), "JSONL files are read only when named as a --source"))
-                else:
-                    skipped.append(Problem(str(path), f"unsupported file type {path.suffix or '(none)'!r}"))
-            if not found:
-                failed.append(Problem(str(root), "no documents in this folder (nothing a loader reads)"))
-        elif root.is_file():
-            files.setdefault(root.resolve(), root)
-        else:
-            failed.append(Problem(str(root), "no such file or directory"))
-    return list(files.values()), skipped, failed
+        if root.is_dir() and not any(path.is_relative_to(root) for path in listing.files):
+            failed.append(Problem(str(root), "no documents in this folder (nothing a loader reads)"))
+    return listing.files, skipped, failed
 
 
 def document_text(sections: list[Section]) -> str:

@@ -6,9 +6,7 @@ after a crash, finishes what the first run left undone. A file that fails to loa
 and the rest of the batch goes on; whatever the store already held for it is kept.
 """
 
-import errno
 import hashlib
-import os
 import stat
 import time
 from collections import Counter
@@ -23,17 +21,12 @@ from tqdm import tqdm
 from retrieval.access import validate_groups
 from retrieval.chunking import Chunker
 from retrieval.embedding import LocalEmbedding
-from retrieval.loaders import SUPPORTED_SUFFIXES, Limits, LoadError, load
-from retrieval.loaders.guards import os_reason, refuse_size
+from retrieval.files import NOT_REGULAR, Failure, changed_since, list_files, read_reason, sha256_file, shown
+from retrieval.loaders import Limits, LoadError, load
+from retrieval.loaders.guards import refuse_size
 from retrieval.redaction import Redactor, redact_documents
 from retrieval.sparse import Bm25Encoder
 from retrieval.store import COMPLETE, WRITING, ChunkStore, DocumentRecord, chunk_point_id
-
-
-@dataclass(frozen=True)
-class Failure:
-    path: str
-    reason: str
 
 
 @dataclass
@@ -72,7 +65,6 @@ def document_id(path: Path) -> str:
     return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
 
 
-NOT_REGULAR = "not a regular file (a pipe, socket or device), so not a document: copy its content into a file"
 CHANGED = "changed while being read, so its text may not match its hash: ingest it again once nobody is writing it"
 
 
@@ -116,7 +108,16 @@ class Ingestor:
         started = time.perf_counter()
         report = IngestReport()
         roots = [Path(p).expanduser() for p in paths]
-        files = self._expand(roots, prune, report)
+        listing = list_files(roots)
+        report.failed += listing.failed
+        report.skipped += listing.skipped
+        for root, failure in listing.missing.items():
+            if prune and (record := self.store.get_document(document_id(root))):
+                self.store.delete_document(record)
+                report.removed.append(record.path)
+            else:
+                report.failed.append(failure)
+        files = listing.files
         pending: list[_Pending] = []
         for path in tqdm(files, desc="ingesting", unit="file", disable=not progress):
             item = self._prepare(path, groups, report)
@@ -132,76 +133,6 @@ class Ingestor:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _expand(self, roots: list[Path], prune: bool, report: IngestReport) -> list[Path]:
-        """The files to read, in order; a path or folder entry that is not one gets its line in the report."""
-        files: list[Path] = []
-        seen: set[Path] = set()  # a file reached twice (named twice, or through a link) is read once
-        for root in roots:
-            if problem := _root_problem(root):
-                report.failed.append(Failure(_shown(root), problem))
-                continue
-            try:
-                info = root.stat()
-            except OSError as exc:
-                if exc.errno == errno.ENOENT and prune and (record := self.store.get_document(document_id(root))):
-                    self.store.delete_document(record)
-                    report.removed.append(record.path)
-                else:
-                    report.failed.append(Failure(_shown(root), _stat_reason(root, exc)))
-                continue
-            if stat.S_ISDIR(info.st_mode):
-                found = self._walk(root, report)
-            elif stat.S_ISREG(info.st_mode):
-                found = [root]
-            else:
-                report.failed.append(Failure(_shown(root), NOT_REGULAR))
-                continue
-            for path in found:
-                if (real := path.resolve()) not in seen:
-                    seen.add(real)
-                    files.append(path)
-        return files
-
-    def _walk(self, root: Path, report: IngestReport) -> list[Path]:
-        """Files under a folder, depth first in name order; links are followed only to files inside it.
-
-        A stack, not recursion: a folder tree can be deeper than Python's recursion limit.
-        """
-        inside = root.resolve()
-        files: list[Path] = []
-        stack = [iter(_listing(root, report))]
-        while stack:
-            entry = next(stack[-1], None)
-            if entry is None:
-                stack.pop()
-                continue
-            if entry.name.startswith("."):
-                continue  # hidden files and folders (.git, .DS_Store) are not documents
-            path = Path(entry.path)
-            if not _utf8(path):
-                report.failed.append(Failure(_shown(path), UNDECODABLE))
-                continue
-            try:
-                if entry.is_symlink():
-                    path = _linked_file(path, inside, report)
-                elif entry.is_dir(follow_symlinks=False):
-                    stack.append(iter(_listing(path, report)))
-                    continue
-                elif not entry.is_file(follow_symlinks=False):
-                    report.skipped.append(Failure(_shown(path), NOT_REGULAR))
-                    continue
-            except OSError as exc:
-                report.failed.append(Failure(_shown(path), os_reason(exc)))
-                continue
-            if path is None:
-                continue
-            if path.suffix.lower() in SUPPORTED_SUFFIXES:
-                files.append(path)
-            else:
-                reason = f"unsupported file type {path.suffix or '(none)'!r}: left out; convert it to include it"
-                report.skipped.append(Failure(_shown(path), reason))
-        return files
-
     def _prepare(self, path: Path, groups: tuple[str, ...], report: IngestReport) -> _Pending | None:
         """Loads and chunks one file unless the store already holds this exact version."""
         try:
@@ -210,12 +141,12 @@ class Ingestor:
                 raise LoadError(NOT_REGULAR)
             # From the size alone: a file over the limit is never read, not even to hash it.
             refuse_size(before.st_size, self.limits)
-            content_hash = _sha256(path)
+            content_hash = sha256_file(path)
         except LoadError as exc:
-            report.failed.append(Failure(_shown(path), str(exc)))
+            report.failed.append(Failure(shown(path), str(exc)))
             return None
         except OSError as exc:
-            report.failed.append(Failure(_shown(path), _read_reason(exc)))
+            report.failed.append(Failure(shown(path), read_reason(exc)))
             return None
         doc_id = document_id(path)
         existing = self.store.get_document(doc_id)
@@ -233,14 +164,14 @@ class Ingestor:
         try:
             sections = load(path, self.limits)
         except LoadError as exc:
-            report.failed.append(Failure(_shown(path), str(exc)))
+            report.failed.append(Failure(shown(path), str(exc)))
             return None
         except Exception as exc:  # noqa: BLE001 - a loader bug must cost one file, never the batch
-            report.failed.append(Failure(_shown(path), f"unexpected {type(exc).__name__} while reading: {exc}"))
+            report.failed.append(Failure(shown(path), f"unexpected {type(exc).__name__} while reading: {exc}"))
             return None
         # The hash came from one read and the text from another: stored together, they must be of one version.
-        if _changed_since(path, before, content_hash):
-            report.failed.append(Failure(_shown(path), CHANGED))
+        if changed_since(path, before, content_hash):
+            report.failed.append(Failure(shown(path), CHANGED))
             return None
         if self.redactor is not None:  # before chunking: nothing stored, embedded or searched holds the originals
             sections, found = redact_documents(sections, self.redactor)
@@ -310,114 +241,6 @@ class Ingestor:
             if any(path.is_relative_to(root) for root in resolved) and not path.exists():
                 self.store.delete_document(record)
                 report.removed.append(record.path)
-
-
-UNDECODABLE = "the file name is not valid UTF-8 (written in another encoding): rename it, e.g. with convmv"
-
-
-def _utf8(path: Path) -> bool:
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:  # undecodable bytes, kept by Python as lone surrogates
-        return False
-    return True
-
-
-def _shown(path: Path) -> str:
-    """The path for a report line: as given, except undecodable bytes, shown as \\xNN so the line can be printed."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def _root_problem(root: Path) -> str | None:
-    if not _utf8(root):
-        return UNDECODABLE
-    if ".." in root.parts:
-        # A caller that builds paths from a name it was given would otherwise let the name climb out of the
-        # folder it meant ("uploads/../../etc/shadow"); the real path says plainly where the file is.
-        return (
-            "the path climbs out of a folder with '..', which could lead anywhere: "
-            f"name it by its real path, {root.resolve()}"
-        )
-    return None
-
-
-def _stat_reason(root: Path, exc: OSError) -> str:
-    if exc.errno == errno.ENOENT:
-        if root.is_symlink():
-            return f"broken link: it points to {os.readlink(root)}, which does not exist; fix the link or remove it"
-        return "no such file or directory"
-    return os_reason(exc)
-
-
-def _read_reason(exc: OSError) -> str:
-    if exc.errno == errno.ENOENT:
-        return "no such file: it was moved or deleted after it was listed; ingest it again once it is back"
-    return os_reason(exc)
-
-
-def _listing(folder: Path, report: IngestReport) -> list[os.DirEntry]:
-    try:
-        with os.scandir(folder) as entries:
-            return sorted(entries, key=lambda entry: entry.name)
-    except OSError as exc:
-        report.failed.append(Failure(_shown(folder), f"cannot list the folder: {os_reason(exc)}"))
-        return []
-
-
-def _linked_file(link: Path, inside: Path, report: IngestReport) -> Path | None:
-    """The link itself when it leads to a regular file inside the folder being walked; otherwise a report line."""
-    try:
-        target_info = link.stat()
-    except OSError as exc:
-        report.failed.append(Failure(_shown(link), _stat_reason(link, exc)))
-        return None
-    target = link.resolve()
-    if not target.is_relative_to(inside):
-        # Ingesting a folder for some groups must not hand them whatever a link in it points at.
-        report.skipped.append(
-            Failure(
-                _shown(link),
-                f"a link to {target}, outside the folder being ingested: not followed; "
-                "ingest that file by its own path if these groups may read it",
-            )
-        )
-    elif stat.S_ISDIR(target_info.st_mode):
-        report.skipped.append(
-            Failure(
-                _shown(link),
-                f"a link to the folder {target}: not followed, as links to folders can lead in circles; "
-                "its files are read where they are",
-            )
-        )
-    elif not stat.S_ISREG(target_info.st_mode):
-        report.skipped.append(Failure(_shown(link), NOT_REGULAR))
-    else:
-        return link
-    return None
-
-
-def _sha256(path: Path) -> str:
-    # Non-blocking, so a file swapped for a pipe since it was listed is refused instead of waited on forever.
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise LoadError(NOT_REGULAR)
-        return hashlib.file_digest(handle, "sha256").hexdigest()  # in blocks: the file's size never becomes memory
-
-
-def _changed_since(path: Path, before: os.stat_result, content_hash: str) -> bool:
-    try:
-        after = path.stat()
-        if _version(after) != _version(before):
-            return True
-        # Same size and time can still be new bytes (a copy that keeps the time, a coarse clock): the hash says.
-        return _sha256(path) != content_hash
-    except (OSError, LoadError):
-        return True  # gone or unreadable now: what was read cannot be vouched for
-
-
-def _version(info: os.stat_result) -> tuple[int, ...]:
-    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def embedding_text(text: str, heading: str | None) -> str:

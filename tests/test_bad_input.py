@@ -39,6 +39,7 @@ from odf.text import P
 from pypdf import PdfWriter
 from pypdf.generic import DictionaryObject, NameObject, TextStringObject
 
+from retrieval import ingest as ingest_module
 from retrieval import loaders
 from retrieval.ingest import document_id
 
@@ -779,14 +780,14 @@ def test_every_bad_kind_gets_one_clear_line_and_the_batch_goes_on(make_assistant
 
     # The races: a file deleted after the folder is listed, and one rewritten while its loader reads it.
     vanishing = paths["deleted between listing and reading"]
-    real_expand = assistant.ingestor._expand
+    real_list_files = ingest_module.list_files
 
-    def expand_then_delete(*args):
-        files = real_expand(*args)
+    def list_then_delete(*args):
+        listing = real_list_files(*args)
         vanishing.unlink()
-        return files
+        return listing
 
-    monkeypatch.setattr(assistant.ingestor, "_expand", expand_then_delete)
+    monkeypatch.setattr(ingest_module, "list_files", list_then_delete)
     kind, load_markdown = loaders._LOADERS[".md"]
 
     def load_while_written(path):

@@ -421,3 +421,19 @@ def test_the_command_reports_failures_and_exits_by_strictness(model_dir, tmp_pat
 
     assert invoke(*common, "--out", tmp_path / "c", "--seq-len", "4096") == 2
     assert capsys.readouterr().err.startswith("finetune prepare: --seq-len 4096 is over")
+
+
+def test_a_link_out_of_a_source_folder_is_not_followed(model_dir, tmp_path):
+    # The same walk as ingestion's: a folder prepared for training yields what it holds, not what it points at.
+    folder, outside = tmp_path / "docs", tmp_path / "private"
+    folder.mkdir()
+    outside.mkdir()
+    (folder / "handbook.md").write_text("# Handbook\n\nThe office opens at eight every weekday morning.\n" * 5)
+    (outside / "salaries.md").write_text("# Salaries\n\nBand ZEBRA-7731 pays 91,400 a year.\n" * 5)
+    (folder / "salaries.md").symlink_to(outside / "salaries.md")
+
+    report = prepare(model_dir, tmp_path / "out", [folder], seq_len=SEQ_LEN)
+
+    assert [Path(source["path"]).name for source in report.manifest["sources"]] == ["handbook.md"]
+    (skipped,) = report.skipped
+    assert skipped.path == str(folder / "salaries.md") and "outside the folder" in skipped.reason

@@ -2,8 +2,9 @@
 
 from assistant import Assistant, Settings, User
 
-assistant.users (portal accounts), assistant.audit (the audit log) and assistant.runs (fine-tuning runs) are
-imported by name where needed.
+assistant.users (portal accounts), assistant.audit (the audit log), assistant.runs (fine-tuning runs),
+assistant.uploads (saving uploaded files) and assistant.api (the HTTP API, `assistant serve`) are imported by name where
+needed.
 """
 
 from assistant.service import Assistant, DocumentNotFound

@@ -1,4 +1,4 @@
-"""The `assistant` command: ingest, search, ask, documents, delete, and the portal's users."""
+"""The `assistant` command: ingest, search, ask, documents, delete, the portal's users, the API's keys and server."""
 
 import argparse
 import getpass
@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+from assistant.api.keys import ApiKeyStore
 from assistant.audit import AuditError
 from assistant.service import Assistant, DocumentNotFound
 from assistant.settings import Settings
@@ -51,6 +52,20 @@ def _parser() -> argparse.ArgumentParser:
     remove = users_commands.add_parser("remove", help="remove a user")
     remove.add_argument("name")
     users_commands.add_parser("list", help="list users and their groups")
+
+    keys = commands.add_parser("keys", help="the HTTP API's keys (ASSISTANT_API_KEYS_FILE)")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    add_key = keys_commands.add_parser("add", help="create a key; it is printed once, and only its hash is kept")
+    add_key.add_argument("name", help="the key's name (to list and remove it)")
+    add_key.add_argument("--group", action="append", required=True, help="a group the key's user is in (repeat)")
+    add_key.add_argument("--user", default=None, help="the user the audit log names (default: the key's name)")
+    remove_key = keys_commands.add_parser("remove", help="revoke a key (from the next request on)")
+    remove_key.add_argument("name")
+    keys_commands.add_parser("list", help="list keys, their users and groups")
+
+    commands.add_parser(
+        "serve", help="the HTTP API (ASSISTANT_API_ADDRESS / _API_PORT, default 127.0.0.1:8000; README: HTTP API)"
+    )
     return parser
 
 
@@ -96,6 +111,27 @@ def run_users(args: argparse.Namespace, store: UserStore) -> int:
             print(f"{user.name}  groups={','.join(user.groups) or '(none: sees nothing)'}")
         return 0
     raise AssertionError(args.users_command)
+
+
+def run_keys(args: argparse.Namespace, store: ApiKeyStore) -> int:
+    if args.keys_command == "add":
+        key = store.add(args.name, args.group, user=args.user)
+        print(
+            f"added key {args.name} to {store.path}; it is shown only now, so store it in a secret store:",
+            file=sys.stderr,
+        )
+        print(key)  # alone on stdout, so a script can capture it
+        return 0
+    if args.keys_command == "remove":
+        store.remove(args.name)
+        print(f"removed key {args.name} from {store.path}: it is refused from the next request on")
+        return 0
+    if args.keys_command == "list":
+        for key in store.entries():
+            groups = ",".join(key.user.groups) or "(none: sees nothing)"
+            print(f"{key.name}  user={key.user.name}  groups={groups}  created={key.created}")
+        return 0
+    raise AssertionError(args.keys_command)
 
 
 def run(args: argparse.Namespace, assistant: Assistant) -> int:
@@ -150,6 +186,11 @@ def run(args: argparse.Namespace, assistant: Assistant) -> int:
         info = assistant.delete(args.path_or_id)
         print(f"deleted {info.path} ({info.chunks} chunks)")
         return 0
+
+    if args.command == "serve":
+        from assistant.api.server import serve  # the web framework only for the command that needs it
+
+        return serve(assistant)
     raise AssertionError(args.command)
 
 
@@ -160,6 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return run_users(args, UserStore(Settings().users_file))
         except (ValueError, OSError) as exc:  # UserStoreError, a bad setting, an unwritable users file
+            print(f"assistant: {exc}", file=sys.stderr)
+            return 2
+    if args.command == "keys":
+        # Like accounts: no store, no model, and it works while `assistant serve` runs (which sees the change).
+        try:
+            return run_keys(args, ApiKeyStore(Settings().api_keys_file))
+        except (ValueError, OSError) as exc:  # KeyStoreError, a bad setting, an unwritable keys file
             print(f"assistant: {exc}", file=sys.stderr)
             return 2
     # A command's output is its answer; the model loader's progress bars are noise there.

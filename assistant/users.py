@@ -6,8 +6,6 @@
 With ASSISTANT_AUTH=oidc the identity provider signs users in instead and this file is not read.
 """
 
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import yaml
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from assistant.files import exclusive_lock, fsync_directory
+from assistant.files import exclusive_lock, write_private
 from assistant.types import User
 from retrieval import InvalidGroupName, validate_groups
 
@@ -149,20 +147,8 @@ class UserStore:
 
     def _save(self, users: dict[str, dict]) -> None:
         text = yaml.safe_dump({"users": dict(sorted(users.items()))}, sort_keys=False, default_flow_style=False)
-        # A temporary file beside it, renamed over it: a crash or full disk leaves the old file, never half of one.
-        # mkstemp creates it 0600; the hashes are still worth guarding from other local accounts.
-        descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-                os.fchmod(file.fileno(), 0o600)
-                file.write(text)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        fsync_directory(self.path.parent)
+        # 0600: the hashes are still worth guarding from other local accounts.
+        write_private(self.path, text)
 
 
 def _check_name(name: str) -> None:

@@ -7,8 +7,10 @@ from retrieval.points import Where
 
 ADMIN_GROUP = "admin"
 
-# Plain names only: no wildcards, no spaces, nothing a filter or a shell could read as syntax.
-_GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+# Plain names only: no wildcards, no spaces, nothing a filter or a shell could read as syntax. Public, so that the HTTP
+# API's OpenAPI document states the same rule.
+GROUP_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}"
+_GROUP_NAME = re.compile(GROUP_NAME_PATTERN)
 
 
 class InvalidGroupName(ValueError):

@@ -5,8 +5,8 @@ from pathlib import Path
 import streamlit as st
 
 from assistant import Assistant, DocumentInfo, User
+from assistant.uploads import Saved, Upload, outcome_rows, save_uploads, user_folder
 from ui.components import assistant_or_stop, failures_shown, human_size, require_user, short_time
-from ui.uploads import Saved, outcome_rows, save_uploads, user_folder
 
 RESULT_KEY = "documents:result"  # the last upload's or re-index's outcome, shown until the next one
 UPLOADER_KEY = "documents:uploader"
@@ -48,7 +48,9 @@ def upload(assistant: Assistant, user: User, files: list, groups: list[str]) -> 
         st.error("You can share documents only with groups you belong to.")
         return False
     settings = assistant.settings
-    saved = save_uploads(files, user_folder(settings.data_dir, user.name), settings.upload_max_mb)
+    # Streamlit's UploadedFile is itself the file's bytes (a BytesIO).
+    uploads = [Upload(file.name, file.size, file) for file in files]
+    saved = save_uploads(uploads, user_folder(settings.data_dir, user.name), settings.upload_max_mb)
     report = None
     if saved.paths:
         with failures_shown(stop=False), st.spinner(f"Indexing {len(saved.paths)} file(s)..."):

@@ -4,7 +4,7 @@
 
 (a) compute-all: every expert on every token, weighted by the gate (zero where the token was not routed), as the
     public Grok-1 reference does;
-(b) transformers' own Mixtral MoE block with the same shapes (SiLU instead of GELU: the same FLOPs);
+(b) transformers' own Mixtral MoE block with the same shapes and Grok-1's activation;
 (c) ours: `Grok1MoE`, tokens sorted by expert, one matmul per expert over its contiguous slice;
 (d) the bound: the same active FLOPs as one dense matmul pair, [tokens * top_k, hidden] through one expert's
     weights, with nothing routed.
@@ -62,8 +62,14 @@ def mixtral_block(hidden: int, ffn: int, experts: int, top_k: int) -> nn.Module:
     from transformers import MixtralConfig
     from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
 
+    # Grok-1's activation (tanh GELU) rather than Mixtral's SiLU: the elementwise work on [tokens * top_k, FFN]
+    # differs between the two, and the arms must differ only in how they route.
     config = MixtralConfig(
-        hidden_size=hidden, intermediate_size=ffn, num_local_experts=experts, num_experts_per_tok=top_k
+        hidden_size=hidden,
+        intermediate_size=ffn,
+        num_local_experts=experts,
+        num_experts_per_tok=top_k,
+        hidden_act="gelu_pytorch_tanh",
     )
     block = MixtralSparseMoeBlock(config)
     with torch.no_grad():

@@ -15,9 +15,11 @@ from pathlib import Path
 
 from llama_index.core import Document as Section
 
-from finetune.dataset import sha256_file
 from retrieval.access import ADMIN_GROUP
-from retrieval.files import list_files
+
+# A path and why it was left out: the same record ingestion reports, so prepare's report reads like ingest's.
+from retrieval.files import Failure as Problem
+from retrieval.files import changed_since, list_files, sha256_file
 from retrieval.ingest import document_id
 from retrieval.loaders import LoadError, load
 from retrieval.settings import RetrievalSettings
@@ -40,12 +42,6 @@ class ExampleError(ValueError):
 
 class SourceError(Exception):
     """One source cannot be used; `str()` is the reason, without the path (the caller reports that)."""
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -89,10 +85,10 @@ def find_files(roots: Iterable[Path]) -> tuple[list[Path], list[Problem], list[P
         # A folder may hold JSONL that is not training data (samples/questions.jsonl): only named ones count.
         Problem(entry.path, "JSONL files are read only when named as a --source")
         if entry.path.lower().endswith(JSONL_SUFFIX)
-        else Problem(entry.path, entry.reason)
+        else entry
         for entry in listing.skipped
     ]
-    failed = [Problem(entry.path, entry.reason) for entry in [*listing.failed, *listing.missing.values()]]
+    failed = [*listing.failed, *listing.missing.values()]
     for root in roots:
         if root.is_dir() and not any(path.is_relative_to(root) for path in listing.files):
             failed.append(Problem(str(root), "no documents in this folder (nothing a loader reads)"))
@@ -124,11 +120,15 @@ def document_text(sections: list[Section]) -> str:
 def read_document(path: Path, expected_sha256: str | None = None, groups: tuple[str, ...] | None = None) -> Source:
     """One file through the ingestion loaders; with `expected_sha256`, only if it is still the vetted version."""
     try:
+        info = path.stat()
+        # Ingestion's hash (retrieval.files): it refuses a pipe or device rather than wait on it forever.
         before = sha256_file(path)
     except FileNotFoundError:
         raise SourceError("gone since ingestion: re-ingest it" if expected_sha256 else "no such file") from None
     except OSError as error:
         raise SourceError(f"cannot read the file: {error.strerror or error}") from None
+    except LoadError as error:
+        raise SourceError(str(error)) from None
     if expected_sha256 is not None and before != expected_sha256:
         raise SourceError("changed since ingestion: re-ingest it so the store checks this version")
     try:
@@ -137,12 +137,8 @@ def read_document(path: Path, expected_sha256: str | None = None, groups: tuple[
         raise SourceError(str(error)) from None
     except Exception as error:  # noqa: BLE001 - a loader bug must cost one file, never the run
         raise SourceError(f"unexpected {type(error).__name__} while reading: {error}") from None
-    # Hashed again after loading: a file rewritten while it was read would be text nobody vetted.
-    try:
-        changed = sha256_file(path) != before
-    except OSError:
-        changed = True
-    if changed:
+    # Checked again after loading: a file rewritten while it was read would be text nobody vetted.
+    if changed_since(path, info, before):
         raise SourceError("changed while it was being read: run prepare again")
     text = document_text(sections)
     if not text:

@@ -107,13 +107,13 @@ def attach_lora(model, lora: LoraSection, base_config: dict):
     """Wrap `model` with a fresh LoRA adapter; only LoRA weights train. Returns (peft model, resolved targets)."""
     from peft import get_peft_model
 
-    from model.grok1.int8_lora import register_int8_layers
+    from model.grok1.lora import register_lora_layers
 
     targets = resolve(lora, base_config)
     if targets.note:
         log.warning(targets.note)
     config = peft_config(lora, targets)
-    register_int8_layers(config)
+    register_lora_layers(config)
     try:
         peft_model = get_peft_model(model, config, autocast_adapter_dtype=lora.dtype == "float32")
     except ValueError as error:

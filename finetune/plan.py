@@ -13,14 +13,16 @@ S seq len, b micro-batch, n GPUs, r LoRA rank, B bytes.
    bits, is ignored: a slight over-estimate). Embeddings, lm head, norms and router are bf16 throughout.
 2. gathered layer: ZeRO-3 all-gathers each layer's weights before computing it: one layer, unsharded, in its
    storage format (prefetching the next layer is not counted).
-3. expert working set, for the layer being computed. When LoRA targets the fused experts, PEFT builds the merged
-   W + B@A of the whole expert stack, autograd keeps it for the backward, and the backward builds its gradient, the
-   same size: 2 * E * 3HF * 2 B. Frozen int8 experts are dequantised per expert and autograd keeps each copy:
-   E * 3HF * 2 B. Frozen bf16 experts are used in place: 0. (Checked with saved-tensor hooks on small layers.)
+3. expert working set, for the layer being computed. Grok-1 (model/grok1): LoRA on the experts runs through its
+   factors beside the routed experts, with no merged weight, and int8 experts are dequantised one at a time, again in
+   the backward rather than kept: one expert, 3HF * 2 B, for int8; 0 for bf16. Mixtral and DBRX through PEFT's own
+   wrapper: when LoRA targets the fused experts, PEFT builds the merged W + B@A of the whole expert stack, autograd
+   keeps it for the backward, and the backward builds its gradient, the same size: 2 * E * 3HF * 2 B; frozen bf16
+   experts are used in place: 0. (Checked with saved-tensor hooks on small layers.)
 
 The LoRA targets are finetune/targets.py's: attention q/k/v/o plus the fused experts (gate_up [E, 2F, H], down
-[E, H, F]) for Grok-1 and Mixtral; for DBRX (PEFT cannot wrap its fused 2-D experts) and for int8 Grok-1 (PEFT cannot
-add an update to int8 values) attention plus the router.
+[E, H, F]) for Grok-1 (int8 too) and Mixtral; for DBRX (PEFT cannot wrap its fused 2-D experts) attention plus the
+router.
 
 4. LoRA: r*(in+out) per targeted linear, r*E*(in+out) per targeted expert stack; fp32 params + grads + Adam m, v:
    16 B/param, sharded over n.
@@ -198,8 +200,8 @@ class ModelSpec:
         """The weights of one decoder layer, with the LoRA targets finetune/targets.py picks for `method`."""
         h, f, e = self.hidden_size, self.intermediate_size, self.num_experts
         q_dim, kv_dim = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        # PEFT cannot wrap DBRX's fused 2-D experts, nor add an update to int8 ones: the router is adapted instead.
-        experts_targeted = self.architecture != "dbrx" and method != "int8-lora"
+        # PEFT cannot wrap DBRX's fused 2-D experts: the router is adapted instead.
+        experts_targeted = self.architecture != "dbrx"
         if self.architecture == "dbrx":
             attention = [
                 Matrix("Wqkv", q_dim + 2 * kv_dim, h, "attention", lora=True),
@@ -416,11 +418,17 @@ def plan(
         add("gathered_layer", "gathered layer", 0, "none: every GPU holds all the weights")
 
     experts_targeted = any(m.lora for m in layer if m.kind == "expert")
-    experts_quantised = "expert" in QUANTISED_KINDS[method]
-    copies = int(experts_targeted or experts_quantised) + int(experts_targeted)
-    why = {2: "merged W+BA and its grad", 1: "dequantised", 0: "none: frozen bf16 experts are used in place"}[copies]
-    arithmetic = f"{copies} x {e} x 3 x {h} x {f} x 2 B ({why})" if copies else why
-    add("expert_working_set", "expert working set", copies * e * 3 * h * f * 2, arithmetic)
+    if spec.architecture == "grok-1" and "expert" in QUANTISED_KINDS[method]:
+        working_set, arithmetic = 3 * h * f * 2, f"1 expert x 3 x {h} x {f} x 2 B (dequantised one at a time)"
+    elif spec.architecture == "grok-1" or not experts_targeted:
+        beside = ", LoRA beside them" if experts_targeted else ""
+        working_set, arithmetic = 0, f"none: the experts are used in place{beside}"
+    else:
+        working_set, arithmetic = (
+            2 * e * 3 * h * f * 2,
+            f"2 x {e} x 3 x {h} x {f} x 2 B (PEFT's merged W+BA and its grad)",
+        )
+    add("expert_working_set", "expert working set", working_set, arithmetic)
 
     lora = spec.lora_params(rank, method)
     arithmetic = f"{_count(lora)} params x 16 B (fp32 param, grad, m, v) / {_gpus(shard)}{host}"
@@ -458,8 +466,6 @@ def plan(
             "bitsandbytes quantises nn.Linear only: the fused experts stay bf16; "
             "NF4 double quantisation ignored (absmax counted as fp32)"
         )
-    if method == "int8-lora":
-        notes.append("int8 experts stay frozen (PEFT cannot add an update to int8): attention and router are adapted")
     host_bytes = (weights + lora * 16) / n if offload else 0.0
     return Plan(
         spec, gpus, gpu_memory_gb, seq_len, method, rank, micro_batch, sharding, tuple(items), host_bytes, tuple(notes)

@@ -42,21 +42,12 @@ def default_targets(model_type: str) -> Targets:
     return _DEFAULTS.get(model_type, _DENSE)
 
 
-INT8_EXPERTS_NOTE = (
-    "the experts of an int8 Grok-1 checkpoint stay frozen: PEFT's target_parameters would add the update to int8 "
-    "values; attention (int8, dequantised just in time) and the router are adapted. Adapt the experts on the "
-    "bf16 conversion (`python -m model.grok1.convert --dtype bfloat16`) or with QLoRA"
-)
-
-
 def resolve(lora: LoraSection, base_config: dict) -> Targets:
     """The modules and expert parameters a run adapts: the config's, or the architecture's defaults."""
     model_type = base_config.get("model_type", "")
+    # Grok-1's int8 experts are adapted like float ones: the LoRA runs beside them (model/grok1/lora.py), so their
+    # int8 values are never touched.
     defaults = default_targets(model_type)
-    if base_config.get("quantization") == "int8":
-        if lora.expert_parameters not in ("auto", []):
-            raise ConfigError(f"lora.expert_parameters: {INT8_EXPERTS_NOTE}")
-        defaults = Targets([*defaults.modules, "moe.router"], [], note=INT8_EXPERTS_NOTE)
     modules = defaults.modules if lora.modules == "auto" else list(lora.modules)
     experts = defaults.expert_parameters if lora.expert_parameters == "auto" else list(lora.expert_parameters)
     if model_type == "dbrx" and experts:

@@ -141,10 +141,10 @@ def load_adapter(model, adapter_dir: str | Path, is_trainable: bool = False):
     """`model` with the PEFT adapter in `adapter_dir` on top; places LoRA on int8 Grok-1 layers too."""
     from peft import PeftConfig, PeftModel
 
-    from .grok1.int8_lora import register_int8_layers
+    from .grok1.lora import register_lora_layers
 
     config = PeftConfig.from_pretrained(adapter_dir)
-    register_int8_layers(config)
+    register_lora_layers(config)
     return PeftModel.from_pretrained(model, adapter_dir, config=config, is_trainable=is_trainable)
 
 

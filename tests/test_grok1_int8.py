@@ -135,18 +135,20 @@ def test_int8_model_generates_and_saves(dirs, tmp_path):
 
 
 def test_only_routed_experts_are_dequantised(dirs, monkeypatch):
+    from model.grok1 import experts as routed
+
     outs, _ = dirs
     q = AutoModelForCausalLM.from_pretrained(outs["int8"], dtype=torch.float32)
-    experts = q.model.layers[0].moe.experts
-    calls = []
-    original = type(experts).expert_weights
+    dequantised = []
+    original = routed.dequantized_linear
 
-    def counting(self, expert, dtype):
-        calls.append(expert)
-        return original(self, expert, dtype)
+    def counting(x, weight, scale):
+        dequantised.append(tuple(weight.shape))
+        return original(x, weight, scale)
 
-    monkeypatch.setattr(type(experts), "expert_weights", counting)
+    monkeypatch.setattr(routed, "dequantized_linear", counting)
     with torch.no_grad():
         q(torch.tensor([[42]]), use_cache=False)
     k, layers = q.config.num_experts_per_tok, q.config.num_hidden_layers
-    assert len(calls) == k * layers  # one token: k experts per layer, never all of them
+    # one token: k experts per layer, each its gate_up and its down, never all of them
+    assert len(dequantised) == 2 * k * layers

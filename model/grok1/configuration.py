@@ -8,6 +8,8 @@ from typing import ClassVar
 
 from transformers.configuration_utils import PreTrainedConfig
 
+from .experts import IMPLEMENTATIONS
+
 
 class Grok1Config(PreTrainedConfig):
     r"""
@@ -39,6 +41,9 @@ class Grok1Config(PreTrainedConfig):
             projections and experts) with bf16 scales, dequantised in forward; None for float weights.
         quantization_blocks (`dict`, *optional*): with int8, the number of scale blocks along the input axis of
             each matrix kind (`q_proj`, ..., `gate_up_proj`, `down_proj`); the release's when unset.
+        moe_implementation (`str`, defaults to `"auto"`): how the experts' grouped products run: `"grouped_mm"`
+            (one kernel per projection over all experts), `"loop"` (one matmul per expert over its tokens), or
+            `"auto"`: grouped_mm on CUDA GPUs that have it, the loop elsewhere (see model/grok1/experts.py).
     """
 
     model_type = "grok-1"
@@ -68,6 +73,7 @@ class Grok1Config(PreTrainedConfig):
     tie_word_embeddings: bool = True
     quantization: str | None = None
     quantization_blocks: dict | None = None
+    moe_implementation: str = "auto"
 
     def __post_init__(self, **kwargs):
         if self.num_key_value_heads is None:
@@ -81,6 +87,8 @@ class Grok1Config(PreTrainedConfig):
             )
         if not 0 < self.num_experts_per_tok <= self.num_experts:
             raise ValueError(f"num_experts_per_tok must be in 1..{self.num_experts}, got {self.num_experts_per_tok}")
+        if self.moe_implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"moe_implementation must be one of {IMPLEMENTATIONS}, got {self.moe_implementation!r}")
         super().__post_init__(**kwargs)
 
 

@@ -44,6 +44,27 @@ def dequantize_int8(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtyp
     return (grouped * scale.to(dtype)[..., None]).view(weight.shape)
 
 
+class _DequantizedLinear(torch.autograd.Function):
+    """x @ dequantize(weight).T whose backward dequantises again instead of keeping the float copy from the forward:
+    autograd would hold every dequantised matrix of a layer until its backward (for one routed Grok-1 expert,
+    3 * 6144 * 32768 * 2 B = 1.2 GB in bf16). The int8 weights are frozen, so only the input has a gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight, scale)
+        return F.linear(x, dequantize_int8(weight, scale, x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        weight, scale = ctx.saved_tensors
+        return grad_output @ dequantize_int8(weight, scale, grad_output.dtype), None, None
+
+
+def dequantized_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x [..., in] through an int8 weight [out, in] with scales [out, blocks], dequantised just in time."""
+    return _DequantizedLinear.apply(x, weight, scale)
+
+
 class Int8Linear(nn.Module):
     """Bias-free linear layer over an int8 weight [out, in] and its scales [out, blocks]."""
 
@@ -56,7 +77,7 @@ class Int8Linear(nn.Module):
         self.weight_scale = frozen((out_features, blocks), torch.bfloat16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, dequantize_int8(self.weight, self.weight_scale, x.dtype))
+        return dequantized_linear(x, self.weight, self.weight_scale)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, blocks={self.weight_scale.shape[-1]}"
@@ -69,4 +90,13 @@ def make_linear(config, name: str, in_features: int, out_features: int) -> nn.Mo
     return nn.Linear(in_features, out_features, bias=False)
 
 
-__all__ = ["DEFAULT_SCALE_BLOCKS", "INT8", "Int8Linear", "dequantize_int8", "is_int8", "make_linear", "scale_blocks"]
+__all__ = [
+    "DEFAULT_SCALE_BLOCKS",
+    "INT8",
+    "Int8Linear",
+    "dequantize_int8",
+    "dequantized_linear",
+    "is_int8",
+    "make_linear",
+    "scale_blocks",
+]

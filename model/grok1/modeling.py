@@ -12,6 +12,7 @@ A port of the architecture of xAI's public JAX reference (xai-org/grok-1), writt
   they are (not renormalised to sum to one); each expert is `down(gelu_tanh(gate(x)) * up(x))`.
 """
 
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
@@ -26,7 +27,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_utils import PreTrainedModel
 
 from .configuration import Grok1Config
-from .int8 import Int8Linear, dequantize_int8, frozen, is_int8, make_linear, scale_blocks
+from .experts import LoraFactors, Routing, project
+from .int8 import Int8Linear, frozen, is_int8, make_linear, scale_blocks
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -174,12 +176,11 @@ class Grok1Experts(nn.Module):
 
     `gate_up_proj` is [num_experts, 2 * intermediate, hidden] (rows 0..F-1 gate, F..2F-1 up) and `down_proj` is
     [num_experts, hidden, intermediate], the layout of transformers' `MixtralExperts`, so PEFT's
-    `target_parameters` can put LoRA on them.
+    `target_parameters` can put LoRA on them (model/grok1/lora.py routes that LoRA through the same compute).
 
-    Computation is routed: each (token, slot) pair goes only to its chosen expert. The pairs are sorted by expert
-    so each expert's tokens are one contiguous slice, and each expert that received tokens does one matmul over its
-    slice; results are weighted by the gate and scattered back with `index_add_`. Nothing is ever computed for an
-    expert a token was not routed to. This is the function to replace with a grouped-GEMM kernel when optimising.
+    Computation is routed (experts.py): each (token, slot) pair goes only to its chosen expert, in one grouped
+    product per projection over the pairs sorted by expert; nothing is computed for an expert a token was not
+    routed to, and the gates weigh the outputs as they are summed per token.
     """
 
     def __init__(self, config: Grok1Config):
@@ -187,10 +188,11 @@ class Grok1Experts(nn.Module):
         self.num_experts = config.num_experts
         self.hidden_dim = config.hidden_size
         self.intermediate_dim = config.intermediate_size
+        self.implementation = config.moe_implementation
         gate_up_shape = (self.num_experts, 2 * self.intermediate_dim, self.hidden_dim)
         down_shape = (self.num_experts, self.hidden_dim, self.intermediate_dim)
         # With config.quantization == "int8" the matrices stay Grok-1's int8 (+ bf16 scales, see int8.py) and each
-        # expert's are dequantised in forward, only for experts that received tokens.
+        # routed expert's are dequantised just in time.
         self.quantized = is_int8(config)
         if self.quantized:
             gate_up_blocks, down_blocks = scale_blocks(config, "gate_up_proj"), scale_blocks(config, "down_proj")
@@ -202,48 +204,29 @@ class Grok1Experts(nn.Module):
             self.gate_up_proj = nn.Parameter(torch.empty(gate_up_shape))
             self.down_proj = nn.Parameter(torch.empty(down_shape))
 
-    def expert_weights(self, expert: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gate_up [2F, H], down [H, F]) of one expert, in `dtype` when int8."""
-        if not self.quantized:
-            return self.gate_up_proj[expert], self.down_proj[expert]
-        return (
-            dequantize_int8(self.gate_up_proj[expert], self.gate_up_proj_scale[expert], dtype),
-            dequantize_int8(self.down_proj[expert], self.down_proj_scale[expert], dtype),
-        )
-
     def forward(
-        self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
+        self,
+        hidden_states: torch.Tensor,
+        top_k_index: torch.Tensor,
+        top_k_weights: torch.Tensor,
+        lora: Mapping[str, Sequence[LoraFactors]] | None = None,
     ) -> torch.Tensor:
-        """hidden_states [tokens, hidden]; top_k_index, top_k_weights [tokens, k] -> [tokens, hidden]."""
-        top_k = top_k_index.shape[-1]
-        flat_experts = top_k_index.reshape(-1)
-        order = torch.argsort(flat_experts, stable=True)
-        token_idx = order // top_k  # pair p of the flattened [tokens, k] belongs to token p // k
-        gate_weights = top_k_weights.reshape(-1)[order]
-        routed = hidden_states[token_idx]
-        # One host sync for the slice bounds; cheap next to the expert matmuls.
-        counts = torch.bincount(flat_experts, minlength=self.num_experts).tolist()
+        """hidden_states [tokens, hidden]; top_k_index, top_k_weights [tokens, k] -> [tokens, hidden].
 
-        # unbind, not indexing, for float weights: the backward of `parameter[e]` fills a zero tensor the size of all
-        # the experts' weights, once per expert (40% of a layer's forward+backward at hidden 1024); unbind's backward
-        # stacks the experts' gradients once. Int8 experts are dequantised one by one, only when routed to.
-        float_experts = None if self.quantized else list(zip(self.gate_up_proj.unbind(0), self.down_proj.unbind(0)))
-        output = torch.zeros_like(hidden_states)
-        # split, not slicing, for the same reason: a slice's backward fills a zero tensor the size of all routed
-        # tokens, once per expert, where split's backward joins the experts' gradients once.
-        pieces = zip(routed.split(counts), gate_weights.split(counts), token_idx.split(counts), strict=True)
-        for expert, (tokens, gates, rows) in enumerate(pieces):
-            if rows.numel() == 0:
-                continue
-            if float_experts is not None:
-                gate_up_w, down_w = float_experts[expert]
-            else:
-                gate_up_w, down_w = self.expert_weights(expert, routed.dtype)
-            gate, up = F.linear(tokens, gate_up_w).chunk(2, dim=-1)
-            expert_out = F.linear(F.gelu(gate, approximate="tanh") * up, down_w)
-            expert_out = expert_out * gates[:, None].to(expert_out.dtype)
-            output.index_add_(0, rows, expert_out.to(output.dtype))
-        return output
+        `lora` maps "gate_up_proj" / "down_proj" to the LoRA updates to add to that projection.
+        """
+        lora = lora or {}
+        routing = Routing.from_top_k(top_k_index, self.num_experts)
+        pairs = hidden_states[routing.token_index]
+        gate, up = self._project(pairs, "gate_up_proj", routing, lora).chunk(2, dim=-1)
+        expert_out = self._project(F.gelu(gate, approximate="tanh") * up, "down_proj", routing, lora)
+        return routing.combine(expert_out, top_k_weights)
+
+    def _project(self, x: torch.Tensor, name: str, routing: Routing, lora) -> torch.Tensor:
+        weight, scale = getattr(self, name), getattr(self, f"{name}_scale", None)  # a scale only when int8
+        return project(
+            x, weight, routing, weight_scale=scale, lora=lora.get(name, ()), implementation=self.implementation
+        )
 
 
 class Grok1MoE(nn.Module):

@@ -140,15 +140,15 @@ def test_only_routed_experts_are_dequantised(dirs, monkeypatch):
     outs, _ = dirs
     q = AutoModelForCausalLM.from_pretrained(outs["int8"], dtype=torch.float32)
     dequantised = []
-    original = routed.dequantized_linear
+    original = routed.dequantize_int8
 
-    def counting(x, weight, scale):
+    def counting(weight, scale, dtype):
         dequantised.append(tuple(weight.shape))
-        return original(x, weight, scale)
+        return original(weight, scale, dtype)
 
-    monkeypatch.setattr(routed, "dequantized_linear", counting)
+    monkeypatch.setattr(routed, "dequantize_int8", counting)
     with torch.no_grad():
         q(torch.tensor([[42]]), use_cache=False)
     k, layers = q.config.num_experts_per_tok, q.config.num_hidden_layers
-    # one token: k experts per layer, each its gate_up and its down, never all of them
-    assert len(dequantised) == 2 * k * layers
+    # one token: k experts per layer, each its gate, up and down, never all of them
+    assert len(dequantised) == 3 * k * layers

@@ -177,7 +177,7 @@ def test_moe_routes_each_token_only_to_its_chosen_experts(tiny, ids, monkeypatch
 
     def counting_mm(x, weight, *args, **kwargs):
         nonlocal expert_calls
-        if tuple(weight.shape) == (cfg.hidden_size, 2 * cfg.intermediate_size):  # one expert's gate_up, transposed
+        if tuple(weight.shape) == (cfg.hidden_size, cfg.intermediate_size):  # one expert's gate or up, transposed
             expert_rows.append(x.shape[0])
             expert_calls += 1
         return real_mm(x, weight, *args, **kwargs)
@@ -186,7 +186,7 @@ def test_moe_routes_each_token_only_to_its_chosen_experts(tiny, ids, monkeypatch
     with torch.no_grad():
         tiny(ids, use_cache=False)
     tokens = ids.numel()
-    # Every token reaches exactly top_k experts per layer, in at most one matmul per expert per layer.
-    assert sum(expert_rows) == tokens * cfg.num_experts_per_tok * cfg.num_hidden_layers
-    assert sum(expert_rows) < tokens * cfg.num_experts * cfg.num_hidden_layers
-    assert expert_calls <= cfg.num_experts * cfg.num_hidden_layers
+    # Every token reaches exactly top_k experts per layer, in at most one gate and one up matmul per expert per layer.
+    assert sum(expert_rows) == 2 * tokens * cfg.num_experts_per_tok * cfg.num_hidden_layers
+    assert sum(expert_rows) < 2 * tokens * cfg.num_experts * cfg.num_hidden_layers
+    assert expert_calls <= 2 * cfg.num_experts * cfg.num_hidden_layers

@@ -1,21 +1,28 @@
 """The routed compute of one MoE layer's experts, for inference and training alike.
 
-Each (token, slot) pair goes to its chosen expert only. The pairs are sorted by expert once (`Routing`), so each
-expert's tokens are one contiguous slice of a [pairs, in] matrix, and each projection of every expert is one grouped
-matrix product over those slices (`grouped_mm`), or, where that kernel is missing or slower, one matmul per expert
-over its slice (`loop`). The gates are applied in the combine, which sums each token's k outputs in fp32.
+Each expert is `down(gelu_tanh(gate(x)) * up(x))`. Each (token, slot) pair goes to its chosen expert only: the pairs
+are sorted by expert once (`Routing`), so each expert's tokens are one contiguous slice of a [pairs, hidden] matrix.
+Then either
+* `grouped_mm`: one grouped matrix product per projection over all the slices (`_grouped_mlp`, which reads as the
+  formula above); the way on GPUs that have the kernel; or
+* `loop`: one pass over the experts that computes each expert's whole MLP on its slice (`_ExpertLoop`): its
+  temporaries are one expert's rows, not all pairs' (on a CPU, elementwise work on a fresh [pairs, FFN] tensor costs
+  more in page faults than in arithmetic), the backward keeps only the gate and up outputs, and each gradient is
+  written in place.
+The gates are applied in the combine, which sums each token's k outputs in fp32.
 
-LoRA on the experts (`LoraFactors`) runs beside the base projection, as two more grouped products through the rank-r
-factors: the update `B @ A` is never formed, neither as a delta nor merged into the weights, so its cost is
-r * (in + out) per pair instead of in * out per expert.
+LoRA on the experts (`LoraFactors`) runs beside the base projections, through the rank-r factors: the update `B @ A`
+is never formed, neither as a delta nor merged into the weights, so it costs r * (in + out) per pair instead of
+in * out per expert.
 
-Int8 experts (Grok-1's release format) are dequantised one routed expert at a time, and again in the backward
-instead of being kept for it (`dequantized_linear`); a decode step with a few tokens per expert uses the device's
-int8 weight-only matmul where it has one, which reads the int8 weights and never writes a float copy.
+Int8 experts (Grok-1's release format) go through the loop, each routed expert dequantised just in time, and again in
+the backward instead of being kept for it; a decode step with a few tokens per expert uses the device's int8
+weight-only matmul where it has one, which reads the int8 weights and never writes a float copy.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -24,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .int8 import dequantized_linear
+from .int8 import dequantize_int8
 
 Implementation = Literal["auto", "grouped_mm", "loop"]
 IMPLEMENTATIONS: tuple[Implementation, ...] = ("auto", "grouped_mm", "loop")
@@ -73,77 +80,202 @@ class LoraFactors:
     scale: float
 
 
-def project(
+@dataclass(frozen=True)
+class ExpertMatrix:
+    """One fused projection of all the experts: weight [experts, out, in], float, or int8 with its scale [experts,
+    out, blocks]; and the LoRA updates on it."""
+
+    weight: torch.Tensor
+    scale: torch.Tensor | None = None
+    lora: Sequence[LoraFactors] = ()
+
+    def factors(self, dtype: torch.dtype) -> list[tuple[float, torch.Tensor, torch.Tensor]]:
+        """(scale, a, b) of each update in the activations' dtype (fp32 LoRA weights on a bf16 base get their
+        gradients through the cast)."""
+        return [(f.scale, f.a.to(dtype), f.b.to(dtype)) for f in self.lora]
+
+
+def expert_mlp(
     x: torch.Tensor,
-    weight: torch.Tensor,
+    gate_up: ExpertMatrix,
+    down: ExpertMatrix,
     routing: Routing,
-    *,
-    weight_scale: torch.Tensor | None = None,
-    lora: Sequence[LoraFactors] = (),
     implementation: Implementation = "auto",
 ) -> torch.Tensor:
-    """Sorted pairs x [pairs, in] through their experts' weight [experts, out, in] (+ LoRA) -> [pairs, out].
+    """Sorted pairs x [pairs, hidden] through their experts -> [pairs, hidden], in the same order.
 
-    `weight` is float, or int8 with `weight_scale` [experts, out, blocks] (see int8.py).
+    `gate_up` is [experts, 2 * FFN, hidden] (gate rows, then up rows), `down` [experts, hidden, FFN].
     """
-    if weight.dtype == torch.int8:
-        if weight_scale is None:
-            raise ValueError("int8 expert weights need their scales (weight_scale)")
-        out = _int8_loop(x, weight, weight_scale, routing)
-    else:
-        out = _float(x, weight, routing, implementation)
-    for factors in lora:
-        # Two thin grouped products through the factors, in the activations' dtype (fp32 LoRA weights on a bf16
-        # base get their gradients through the cast).
-        low_rank = _float(x, factors.a.to(x.dtype), routing, implementation)
+    quantized = gate_up.scale is not None or down.scale is not None
+    if not quantized and _takes_grouped_mm(implementation, x, gate_up, down):
+        return _grouped_mlp(x, gate_up, down, routing)
+    gate_up_lora, down_lora = gate_up.factors(x.dtype), down.factors(x.dtype)
+    tensors = [t for _, a, b in (*gate_up_lora, *down_lora) for t in (a, b)]
+    # Whether a backward will follow: inside autograd.Function.forward grad mode is always off.
+    backward = torch.is_grad_enabled() and any(t.requires_grad for t in (x, gate_up.weight, down.weight, *tensors))
+    plan = _LoopPlan(
+        bounds=list(itertools.accumulate(routing.counts, initial=0)),
+        gate_up_scale=gate_up.scale,
+        down_scale=down.scale,
+        gate_up_lora=[scale for scale, _, _ in gate_up_lora],
+        down_lora=[scale for scale, _, _ in down_lora],
+        backward=backward,
+    )
+    return _ExpertLoop.apply(x, plan, gate_up.weight, down.weight, *tensors)
+
+
+def _grouped_mlp(x: torch.Tensor, gate_up: ExpertMatrix, down: ExpertMatrix, routing: Routing) -> torch.Tensor:
+    gate, up = _grouped_product(x, gate_up, routing).chunk(2, dim=-1)
+    return _grouped_product(F.gelu(gate, approximate="tanh") * up, down, routing)
+
+
+def _grouped_product(x: torch.Tensor, matrix: ExpertMatrix, routing: Routing) -> torch.Tensor:
+    # grouped_mm multiplies [pairs, in] by [experts, in, out]; a transposed view of the weight is what it wants.
+    out = _grouped_mm(x, matrix.weight.mT, routing.offsets)
+    for scale, a, b in matrix.factors(x.dtype):
+        update = _grouped_mm(_grouped_mm(x, a.mT, routing.offsets), b.mT, routing.offsets)
         # In place: a second [pairs, out] tensor, and a pass over it, fewer (no product keeps `out` for its backward).
-        out = out.add_(_float(low_rank, factors.b.to(x.dtype), routing, implementation), alpha=factors.scale)
+        out = out.add_(update, alpha=scale)
     return out
 
 
-def _float(x: torch.Tensor, weight: torch.Tensor, routing: Routing, implementation: Implementation) -> torch.Tensor:
-    if implementation == "grouped_mm" or (implementation == "auto" and grouped_mm_is_faster(x, weight)):
-        # grouped_mm multiplies [pairs, in] by [experts, in, out]; a transposed view of the weight is what it wants.
-        return _grouped_mm(x, weight.transpose(-2, -1), offs=routing.offsets)
-    return _ExpertLoop.apply(x, weight, routing.counts)
+def _takes_grouped_mm(implementation: Implementation, x: torch.Tensor, *matrices: ExpertMatrix) -> bool:
+    if implementation != "auto":
+        return implementation == "grouped_mm"
+    weights = [m.weight for m in matrices] + [t for m in matrices for f in m.lora for t in (f.a, f.b)]
+    return all(grouped_mm_is_faster(x, w) for w in weights)
+
+
+@dataclass(frozen=True)
+class _LoopPlan:
+    bounds: list[int]  # expert e's pairs are rows bounds[e]:bounds[e + 1]
+    gate_up_scale: torch.Tensor | None  # int8 scales, frozen
+    down_scale: torch.Tensor | None
+    gate_up_lora: list[float]  # the scale of each LoRA update, in the order of the factor tensors
+    down_lora: list[float]
+    backward: bool  # keep what the backward needs; without it, nothing outlives one expert's turn
+
+
+def _weight(weight: torch.Tensor, scale: torch.Tensor | None, expert: int, dtype: torch.dtype) -> torch.Tensor:
+    """Expert `expert`'s [out, in] matrix in `dtype`: dequantised when int8, for this use only."""
+    return weight[expert] if scale is None else dequantize_int8(weight[expert], scale[expert], dtype)
+
+
+def _rows_times(rows: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, out, kernel: bool):
+    """rows @ W.T for one expert matrix W [out, in] (int8 with `scale`, or float), into `out` where given."""
+    if scale is None:
+        return torch.mm(rows, weight.t(), out=out)
+    if kernel and _int8_kernel_applies(rows, weight, scale):
+        product = int8_weight_only_mm(rows, weight, scale)
+        return product if out is None else out.copy_(product)
+    return torch.mm(rows, dequantize_int8(weight, scale, rows.dtype).t(), out=out)
 
 
 class _ExpertLoop(torch.autograd.Function):
-    """[pairs, in] sorted by expert through weight [experts, out, in]: one matmul per expert, each written into its
-    rows of one output. Autograd over per-expert F.linear calls costs more than the matmuls' memory traffic: the
-    pieces are joined with a copy of the whole output, and indexing `weight[e]` has a backward that fills a zero
-    tensor the size of all the experts' weights, once per expert (40% of a layer's forward + backward at hidden
-    1024). Here each gradient is also written in place, and only the ones asked for."""
+    """Each expert's whole MLP on its rows, expert after expert, forward and backward by hand.
+
+    Forward, for expert e with rows x_e: g, u = x_e Wg^T, x_e Wu^T (+ LoRA); a = gelu(g) * u; y_e = a Wd^T (+ LoRA),
+    written into y's rows. The backward keeps g and u ([pairs, 2 * FFN], half of what autograd would keep: it also
+    keeps gelu(g) and a) and recomputes the rest per expert. LoRA adds scale * (x_e A_e^T) B_e^T to each output while
+    its rows are hot.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, counts: list[int]) -> torch.Tensor:
-        out = x.new_empty((x.shape[0], weight.shape[1]))
-        for expert, (rows, out_rows) in enumerate(zip(x.split(counts), out.split(counts), strict=True)):
-            if rows.shape[0]:
-                torch.mm(rows, weight[expert].t(), out=out_rows)
-        ctx.save_for_backward(x, weight)
-        ctx.counts = counts
+    def forward(ctx, x, plan: _LoopPlan, gate_up, down, *lora):
+        gate_up_lora, down_lora = _lora_pairs(plan, lora)
+        ffn = gate_up.shape[1] // 2
+        out = x.new_empty((x.shape[0], down.shape[1]))
+        kept = x.new_empty((2, x.shape[0], ffn)) if plan.backward else None  # g and u of every pair
+        kernel = not plan.backward  # the int8 decode kernel has no backward
+        for expert, (start, end) in enumerate(itertools.pairwise(plan.bounds)):
+            if start == end:
+                continue
+            rows = x[start:end]
+            gu_scale = plan.gate_up_scale[expert].chunk(2) if plan.gate_up_scale is not None else (None, None)
+            parts = []
+            for part, (w, s) in enumerate(zip(gate_up[expert].chunk(2), gu_scale, strict=True)):
+                parts.append(_rows_times(rows, w, s, kept[part, start:end] if kept is not None else None, kernel))
+            for scale, (a, b) in zip(plan.gate_up_lora, gate_up_lora, strict=True):
+                low_rank = torch.mm(rows, a[expert].t())
+                for product, b_part in zip(parts, b[expert].chunk(2), strict=True):
+                    product.addmm_(low_rank, b_part.t(), alpha=scale)
+            gate, up = parts
+            act = F.gelu(gate, approximate="tanh").mul_(up)
+            d_scale = plan.down_scale[expert] if plan.down_scale is not None else None
+            out_rows = _rows_times(act, down[expert], d_scale, out[start:end], kernel)
+            for scale, (a, b) in zip(plan.down_lora, down_lora, strict=True):
+                out_rows.addmm_(torch.mm(act, a[expert].t()), b[expert].t(), alpha=scale)
+        if plan.backward:
+            ctx.save_for_backward(x, gate_up, down, kept, *lora)
+            ctx.plan = plan
         return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        counts = ctx.counts
-        grad_x = grad_weight = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.empty_like(x)
-            for expert, (grad_rows, out_rows) in enumerate(zip(grad_out.split(counts), grad_x.split(counts))):
-                if grad_rows.shape[0]:
-                    torch.mm(grad_rows, weight[expert], out=out_rows)
-        if ctx.needs_input_grad[1]:
-            grad_weight = torch.empty_like(weight)
-            for expert, (grad_rows, rows) in enumerate(zip(grad_out.split(counts), x.split(counts))):
-                if grad_rows.shape[0]:
-                    torch.mm(grad_rows.t(), rows, out=grad_weight[expert])
-                else:
-                    grad_weight[expert].zero_()  # routed no token: no gradient
-        return grad_x, grad_weight, None
+    def backward(ctx, grad_out):
+        x, gate_up, down, kept, *lora = ctx.saved_tensors
+        plan: _LoopPlan = ctx.plan
+        gate_up_lora, down_lora = _lora_pairs(plan, lora)
+        needs = ctx.needs_input_grad  # (x, plan, gate_up, down, *lora)
+        grad_x = torch.empty_like(x) if needs[0] else None
+        grad_gate_up = torch.empty_like(gate_up) if needs[2] else None
+        grad_down = torch.empty_like(down) if needs[3] else None
+        grad_lora = [torch.empty_like(t) if need else None for t, need in zip(lora, needs[4:], strict=True)]
+        grad_gate_up_lora, grad_down_lora = _lora_pairs(plan, grad_lora)
+        per_expert = [g for g in (grad_gate_up, grad_down, *grad_lora) if g is not None]
+        for expert, (start, end) in enumerate(itertools.pairwise(plan.bounds)):
+            if start == end:
+                for grad in per_expert:  # routed no token: no gradient
+                    grad[expert].zero_()
+                continue
+            rows, grad_rows = x[start:end], grad_out[start:end]
+            gate, up = kept[0, start:end], kept[1, start:end]
+            gelu = F.gelu(gate, approximate="tanh")
+            act = gelu * up if grad_down is not None or down_lora else None
+
+            # down: y = act Wd^T + scale * (act Ad^T) Bd^T
+            grad_act = torch.mm(grad_rows, _weight(down, plan.down_scale, expert, x.dtype))
+            if grad_down is not None:
+                torch.mm(grad_rows.t(), act, out=grad_down[expert])
+            for scale, (a, b), (grad_a, grad_b) in zip(plan.down_lora, down_lora, grad_down_lora, strict=True):
+                grad_low = torch.mm(grad_rows, b[expert]).mul_(scale)
+                grad_act.addmm_(grad_low, a[expert])
+                if grad_a is not None:
+                    torch.mm(grad_low.t(), act, out=grad_a[expert])
+                if grad_b is not None:
+                    torch.mm(grad_rows.t(), torch.mm(act, a[expert].t()), out=grad_b[expert]).mul_(scale)
+
+            # act = gelu(gate) * up
+            grad_up = grad_act * gelu
+            grad_gate = torch.ops.aten.gelu_backward(grad_act.mul_(up), gate, approximate="tanh")
+
+            # gate, up = x Wg^T, x Wu^T (+ LoRA)
+            w_gate, w_up = _weight(gate_up, plan.gate_up_scale, expert, x.dtype).chunk(2)
+            if grad_x is not None:
+                torch.mm(grad_gate, w_gate, out=grad_x[start:end]).addmm_(grad_up, w_up)
+            if grad_gate_up is not None:
+                grad_w_gate, grad_w_up = grad_gate_up[expert].chunk(2)
+                torch.mm(grad_gate.t(), rows, out=grad_w_gate)
+                torch.mm(grad_up.t(), rows, out=grad_w_up)
+            for scale, (a, b), (grad_a, grad_b) in zip(plan.gate_up_lora, gate_up_lora, grad_gate_up_lora, strict=True):
+                b_gate, b_up = b[expert].chunk(2)
+                grad_low = torch.mm(grad_gate, b_gate).addmm_(grad_up, b_up).mul_(scale)
+                if grad_x is not None:
+                    grad_x[start:end].addmm_(grad_low, a[expert])
+                if grad_a is not None:
+                    torch.mm(grad_low.t(), rows, out=grad_a[expert])
+                if grad_b is not None:
+                    low_rank = torch.mm(rows, a[expert].t())
+                    grad_b_gate, grad_b_up = grad_b[expert].chunk(2)
+                    torch.mm(grad_gate.t(), low_rank, out=grad_b_gate).mul_(scale)
+                    torch.mm(grad_up.t(), low_rank, out=grad_b_up).mul_(scale)
+        return grad_x, None, grad_gate_up, grad_down, *grad_lora
+
+
+def _lora_pairs(plan: _LoopPlan, flat: Sequence) -> tuple[list, list]:
+    """The flat (a, b, a, b, ...) tensors as gate_up's pairs and down's pairs."""
+    pairs = [tuple(flat[i : i + 2]) for i in range(0, len(flat), 2)]
+    return pairs[: len(plan.gate_up_lora)], pairs[len(plan.gate_up_lora) :]
 
 
 def _grouped_mm(x: torch.Tensor, weight: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
@@ -163,24 +295,9 @@ def grouped_mm_is_faster(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return aligned and torch.cuda.get_device_capability(x.device) >= (8, 0)
 
 
-def _int8_loop(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, routing: Routing) -> torch.Tensor:
-    """One expert at a time, only those routed to: dequantising the whole stack for one grouped product would hold
-    every expert in float at once (9.7 GB per Grok-1 layer in bf16)."""
-    outs = []
-    for expert, piece in enumerate(x.split(routing.counts)):
-        if piece.shape[0] == 0:
-            outs.append(piece.new_empty((0, weight.shape[1])))
-        elif _int8_kernel_applies(piece, weight, scale):
-            outs.append(int8_weight_only_mm(piece, weight[expert], scale[expert]))
-        else:
-            outs.append(dequantized_linear(piece, weight[expert], scale[expert]))
-    return torch.cat(outs)
-
-
 def _int8_kernel_applies(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> bool:
-    if x.requires_grad or x.dtype not in (torch.bfloat16, torch.float16):
-        # The kernel has no backward, and in fp32 it is slower than dequantising (no fp32 fast path on CPUs).
-        return False
+    if x.dtype not in (torch.bfloat16, torch.float16):
+        return False  # in fp32 the kernel is slower than dequantising (no fp32 fast path on CPUs)
     blocks = scale.shape[-1]
     if x.shape[0] * blocks > INT8_KERNEL_MAX_ROWS:
         return False
@@ -218,10 +335,11 @@ def int8_weight_only_mm(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tens
 
 __all__ = [
     "IMPLEMENTATIONS",
+    "ExpertMatrix",
     "Implementation",
     "LoraFactors",
     "Routing",
+    "expert_mlp",
     "grouped_mm_is_faster",
     "int8_weight_only_mm",
-    "project",
 ]

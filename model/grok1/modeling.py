@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
@@ -27,7 +26,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_utils import PreTrainedModel
 
 from .configuration import Grok1Config
-from .experts import LoraFactors, Routing, project
+from .experts import ExpertMatrix, LoraFactors, Routing, expert_mlp
 from .int8 import Int8Linear, frozen, is_int8, make_linear, scale_blocks
 
 
@@ -217,16 +216,12 @@ class Grok1Experts(nn.Module):
         """
         lora = lora or {}
         routing = Routing.from_top_k(top_k_index, self.num_experts)
-        pairs = hidden_states[routing.token_index]
-        gate, up = self._project(pairs, "gate_up_proj", routing, lora).chunk(2, dim=-1)
-        expert_out = self._project(F.gelu(gate, approximate="tanh") * up, "down_proj", routing, lora)
+        gate_up, down = (
+            ExpertMatrix(getattr(self, name), getattr(self, f"{name}_scale", None), lora.get(name, ()))
+            for name in ("gate_up_proj", "down_proj")
+        )  # a scale only when int8
+        expert_out = expert_mlp(hidden_states[routing.token_index], gate_up, down, routing, self.implementation)
         return routing.combine(expert_out, top_k_weights)
-
-    def _project(self, x: torch.Tensor, name: str, routing: Routing, lora) -> torch.Tensor:
-        weight, scale = getattr(self, name), getattr(self, f"{name}_scale", None)  # a scale only when int8
-        return project(
-            x, weight, routing, weight_scale=scale, lora=lora.get(name, ()), implementation=self.implementation
-        )
 
 
 class Grok1MoE(nn.Module):

@@ -10,7 +10,6 @@ from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from model.grok1 import Grok1Config, Grok1ForCausalLM, Grok1Model
-from model.grok1 import modeling as grok_modeling
 
 
 @pytest.fixture(scope="module")

@@ -274,3 +274,36 @@ def test_bf16_decode_through_the_int8_kernel_matches_dequantising(monkeypatch):
         gate_up, down = dequantised(moe, torch.bfloat16)
         want = plain_moe(moe, x, gate_up, down)
     torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2 * want.abs().max().item())
+
+
+@pytest.mark.parametrize("implementation", ["loop", "grouped_mm"])
+def test_bf16_experts_with_lora_match_fp32_within_bf16_tolerance(implementation):
+    """The same experts and adapter in bf16 (as on a GPU) against fp32, forward and backward, on the same routing:
+    the bf16 paths cast, accumulate and combine where they should (gates and the k-sum in fp32, fp32 LoRA weights on
+    a bf16 base)."""
+    fp32 = with_lora(moe_layer(moe_implementation=implementation), ours=True, rank=8)  # grouped_mm: 16-byte rows
+    bf16 = copy.deepcopy(fp32)
+    bf16.base_model.model.experts.get_base_layer().to(torch.bfloat16)  # the experts in bf16; LoRA weights stay fp32
+
+    def experts_in(model, dtype):
+        def run(x):
+            moe = model.base_model.model
+            flat = x.reshape(-1, HIDDEN)
+            weights, index = torch.topk(torch.softmax(moe.router(flat), dim=-1), TOP_K, dim=-1)
+            return moe.experts(flat.to(dtype), index, weights).float().reshape(x.shape)
+
+        return run
+
+    x = torch.randn(2, 30, HIDDEN)
+    want = outputs_and_grads(fp32, experts_in(fp32, torch.float32), x)
+    got = outputs_and_grads(bf16, experts_in(bf16, torch.bfloat16), x)
+    assert len(got) == len(want) == 2 + 4  # output, input, A and B of both fused parameters
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a.float(), b, rtol=3e-2, atol=3e-2 * b.abs().max().item())
+
+
+def test_grouped_mm_asked_for_on_misaligned_shapes_says_what_to_do():
+    moe = with_lora(moe_layer(moe_implementation="grouped_mm"), ours=True, rank=4)  # 4 x 2 bytes: not 16
+    moe.to(torch.bfloat16)
+    with pytest.raises(ValueError, match=r"multiple of 16 bytes, and \[4\] do not in torch.bfloat16: use 'auto'"):
+        moe(torch.randn(5, HIDDEN).bfloat16())

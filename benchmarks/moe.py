@@ -254,7 +254,7 @@ def part_decode(args, device: torch.device) -> None:
     with torch.no_grad():
         for name in ("gate_up_proj", "down_proj"):
             weight = getattr(experts, name)
-            weight.copy_(torch.randint(-127, 128, weight.shape, device=device))
+            weight.copy_(torch.randint(-127, 128, weight.shape, dtype=torch.int8, device=device))
             getattr(experts, f"{name}_scale").fill_(1 / (127 * weight.shape[-1] ** 0.5))
     token = torch.randn(1, args.hidden, device=device, dtype=torch.bfloat16)
     active_bytes = args.top_k * sum(

@@ -138,7 +138,8 @@ def _with_adapter(base, adapter: Path, path: Path):
 
 
 def load_adapter(model, adapter_dir: str | Path, is_trainable: bool = False):
-    """`model` with the PEFT adapter in `adapter_dir` on top; places LoRA on int8 Grok-1 layers too."""
+    """`model` with the PEFT adapter in `adapter_dir` on top; on Grok-1, LoRA goes on its int8 layers too and the
+    experts' LoRA runs inside their routed compute (model/grok1/lora.py)."""
     from peft import PeftConfig, PeftModel
 
     from .grok1.lora import register_lora_layers

@@ -46,8 +46,8 @@ def dequantize_int8(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtyp
 
 class _DequantizedLinear(torch.autograd.Function):
     """x @ dequantize(weight).T whose backward dequantises again instead of keeping the float copy from the forward:
-    autograd would hold every dequantised matrix of a layer until its backward (for one routed Grok-1 expert,
-    3 * 6144 * 32768 * 2 B = 1.2 GB in bf16). The int8 weights are frozen, so only the input has a gradient."""
+    autograd would hold every dequantised matrix until its backward (Grok-1's attention: 176 MB a layer in bf16).
+    The int8 weights are frozen, so only the input has a gradient. (The experts do the same in experts.py.)"""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -177,9 +177,10 @@ class Grok1Experts(nn.Module):
     [num_experts, hidden, intermediate], the layout of transformers' `MixtralExperts`, so PEFT's
     `target_parameters` can put LoRA on them (model/grok1/lora.py routes that LoRA through the same compute).
 
-    Computation is routed (experts.py): each (token, slot) pair goes only to its chosen expert, in one grouped
-    product per projection over the pairs sorted by expert; nothing is computed for an expert a token was not
-    routed to, and the gates weigh the outputs as they are summed per token.
+    Computation is routed (experts.py): each (token, slot) pair goes only to its chosen expert, the pairs sorted by
+    expert, in one grouped product per projection (GPUs) or one pass over the experts' slices (CPUs, int8); nothing
+    is computed for an expert a token was not routed to, and the gates weigh the outputs as they are summed per
+    token.
     """
 
     def __init__(self, config: Grok1Config):
@@ -216,10 +217,11 @@ class Grok1Experts(nn.Module):
         """
         lora = lora or {}
         routing = Routing.from_top_k(top_k_index, self.num_experts)
+        # int8 experts have a `*_scale` beside each matrix; float ones have none.
         gate_up, down = (
             ExpertMatrix(getattr(self, name), getattr(self, f"{name}_scale", None), lora.get(name, ()))
             for name in ("gate_up_proj", "down_proj")
-        )  # a scale only when int8
+        )
         expert_out = expert_mlp(hidden_states[routing.token_index], gate_up, down, routing, self.implementation)
         return routing.combine(expert_out, top_k_weights)
 

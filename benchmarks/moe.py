@@ -13,7 +13,7 @@ layer: one MoE layer, forward and forward + backward (weights and input), as
   (d) the bound: the same active FLOPs as one dense matmul pair, [tokens * top_k, hidden] through one expert.
   On a GPU it also reports the achieved TFLOP/s against a plain bf16 matmul of the layer's size, timed in the same run.
 lora: forward + backward of the layer with the experts frozen (gradients for the input only), then with LoRA of
-  --rank on both fused expert parameters, ours (model/grok1/lora.py) and PEFT's own wrapper (W + B @ A on the whole
+  --rank on both fused expert parameters, ours (model/lora.py) and PEFT's own wrapper (W + B @ A on the whole
   stack every forward).
 decode: one token through an int8 layer (Grok-1's format, bf16 activations), against the bound: the bytes of the two
   active experts (int8 + scales) over the copy bandwidth measured in the same run (bytes read + written by a copy of
@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.grok1.configuration import Grok1Config
-from model.grok1.lora import register_lora_layers
 from model.grok1.modeling import Grok1MoE
+from model.lora import register_lora_layers
 
 
 def compute_all(moe: Grok1MoE, x: torch.Tensor) -> torch.Tensor:
@@ -285,7 +285,7 @@ class _kernel_disabled:
     """Route every int8 projection through dequantisation for the duration."""
 
     def __enter__(self):
-        from model.grok1 import experts
+        from model import experts
 
         self.module, self.saved = experts, experts.INT8_KERNEL_MAX_ROWS
         experts.INT8_KERNEL_MAX_ROWS = 0

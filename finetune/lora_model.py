@@ -107,7 +107,7 @@ def attach_lora(model, lora: LoraSection, base_config: dict):
     """Wrap `model` with a fresh LoRA adapter; only LoRA weights train. Returns (peft model, resolved targets)."""
     from peft import get_peft_model
 
-    from model.grok1.lora import register_lora_layers
+    from model.lora import register_lora_layers
 
     targets = resolve(lora, base_config)
     if targets.note:

@@ -13,12 +13,11 @@ S seq len, b micro-batch, n GPUs, r LoRA rank, B bytes.
    bits, is ignored: a slight over-estimate). Embeddings, lm head, norms and router are bf16 throughout.
 2. gathered layer: ZeRO-3 all-gathers each layer's weights before computing it: one layer, unsharded, in its
    storage format (prefetching the next layer is not counted).
-3. expert working set, for the layer being computed. Grok-1 (model/grok1): LoRA on the experts runs through its
-   factors beside the routed experts, with no merged weight, and int8 experts are dequantised one at a time, again in
-   the backward rather than kept: one expert, 3HF * 2 B, for int8; 0 for bf16. Mixtral and DBRX through PEFT's own
-   wrapper: when LoRA targets the fused experts, PEFT builds the merged W + B@A of the whole expert stack, autograd
-   keeps it for the backward, and the backward builds its gradient, the same size: 2 * E * 3HF * 2 B; frozen bf16
-   experts are used in place: 0. (Checked with saved-tensor hooks on small layers.)
+3. expert working set, for the layer being computed. LoRA on Grok-1's and Mixtral's experts runs through its
+   factors beside the routed experts (model/lora.py), with no merged weight: 0 for bf16 experts. (PEFT's own wrapper
+   would build the merged W + B@A of the whole stack, keep it for the backward and build its gradient: 2 * E * 3HF *
+   2 B.) Int8 experts (Grok-1) are dequantised one at a time, and again in the backward rather than kept: one expert,
+   3HF * 2 B. (Checked with saved-tensor hooks on small layers, tests/test_moe.py.)
 
 The LoRA targets are finetune/targets.py's: attention q/k/v/o plus the fused experts (gate_up [E, 2F, H], down
 [E, H, F]) for Grok-1 (int8 too) and Mixtral; for DBRX (PEFT cannot wrap its fused 2-D experts) attention plus the
@@ -391,7 +390,7 @@ def plan(
 ) -> Plan:
     """Per-GPU memory of LoRA fine-tuning `spec`, line by line (formulas in the module docstring)."""
     _check(spec, gpus, gpu_memory_gb, seq_len, method, rank, micro_batch, sharding)
-    h, f, e, k, v = spec.hidden_size, spec.intermediate_size, spec.num_experts, spec.top_k, spec.vocab_size
+    h, f, k, v = spec.hidden_size, spec.intermediate_size, spec.top_k, spec.vocab_size
     b, s, n = micro_batch, seq_len, gpus
     shard = 1 if sharding == "none" else n
     offload = sharding == "zero3-offload"
@@ -418,16 +417,11 @@ def plan(
         add("gathered_layer", "gathered layer", 0, "none: every GPU holds all the weights")
 
     experts_targeted = any(m.lora for m in layer if m.kind == "expert")
-    if spec.architecture == "grok-1" and "expert" in QUANTISED_KINDS[method]:
+    if "expert" in QUANTISED_KINDS[method]:
         working_set, arithmetic = 3 * h * f * 2, f"1 expert x 3 x {h} x {f} x 2 B (dequantised one at a time)"
-    elif spec.architecture == "grok-1" or not experts_targeted:
+    else:
         beside = ", LoRA beside them" if experts_targeted else ""
         working_set, arithmetic = 0, f"none: the experts are used in place{beside}"
-    else:
-        working_set, arithmetic = (
-            2 * e * 3 * h * f * 2,
-            f"2 x {e} x 3 x {h} x {f} x 2 B (PEFT's merged W+BA and its grad)",
-        )
     add("expert_working_set", "expert working set", working_set, arithmetic)
 
     lora = spec.lora_params(rank, method)

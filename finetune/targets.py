@@ -45,7 +45,7 @@ def default_targets(model_type: str) -> Targets:
 def resolve(lora: LoraSection, base_config: dict) -> Targets:
     """The modules and expert parameters a run adapts: the config's, or the architecture's defaults."""
     model_type = base_config.get("model_type", "")
-    # Grok-1's int8 experts are adapted like float ones: the LoRA runs beside them (model/grok1/lora.py), so their
+    # Grok-1's int8 experts are adapted like float ones: the LoRA runs beside them (model/lora.py), so their
     # int8 values are never touched.
     defaults = default_targets(model_type)
     modules = defaults.modules if lora.modules == "auto" else list(lora.modules)

@@ -139,10 +139,10 @@ def _with_adapter(base, adapter: Path, path: Path):
 
 def load_adapter(model, adapter_dir: str | Path, is_trainable: bool = False):
     """`model` with the PEFT adapter in `adapter_dir` on top; on Grok-1, LoRA goes on its int8 layers too and the
-    experts' LoRA runs inside their routed compute (model/grok1/lora.py)."""
+    experts' LoRA runs inside their routed compute (model/lora.py)."""
     from peft import PeftConfig, PeftModel
 
-    from .grok1.lora import register_lora_layers
+    from .lora import register_lora_layers
 
     config = PeftConfig.from_pretrained(adapter_dir)
     register_lora_layers(config)

@@ -94,6 +94,8 @@ def test_mixtral_and_dbrx_configs():
     del mixtral["num_experts"]
     spec = ModelSpec.from_config(mixtral)
     assert spec.params == V * H * 2 + L * (ATTENTION + EXPERTS + ROUTER + 2 * H) + H  # untied head, 2 norms a layer
+    # Mixtral's expert LoRA runs beside the routed experts as Grok-1's does (model/lora.py): no merged stack.
+    assert plan(spec, 2, 1.0, 32, "lora", 2, 1).item("expert_working_set").bytes == 0
 
     dbrx = {
         "model_type": "dbrx",

@@ -135,7 +135,7 @@ def test_int8_model_generates_and_saves(dirs, tmp_path):
 
 
 def test_only_routed_experts_are_dequantised(dirs, monkeypatch):
-    from model.grok1 import experts as routed
+    from model import experts as routed
 
     outs, _ = dirs
     q = AutoModelForCausalLM.from_pretrained(outs["int8"], dtype=torch.float32)

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from transformers.configuration_utils import PreTrainedConfig
 
-from .experts import IMPLEMENTATIONS
+from ..experts import IMPLEMENTATIONS
 
 
 class Grok1Config(PreTrainedConfig):
@@ -43,7 +43,7 @@ class Grok1Config(PreTrainedConfig):
             each matrix kind (`q_proj`, ..., `gate_up_proj`, `down_proj`); the release's when unset.
         moe_implementation (`str`, defaults to `"auto"`): how the experts' grouped products run: `"grouped_mm"`
             (one kernel per projection over all experts), `"loop"` (one matmul per expert over its tokens), or
-            `"auto"`: grouped_mm on CUDA GPUs that have it, the loop elsewhere (see model/grok1/experts.py).
+            `"auto"`: grouped_mm on CUDA GPUs that have it, the loop elsewhere (see model/experts.py).
     """
 
     model_type = "grok-1"

@@ -25,8 +25,8 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import PreTrainedModel
 
+from ..experts import ExpertMatrix, LoraFactors, routed_experts
 from .configuration import Grok1Config
-from .experts import ExpertMatrix, LoraFactors, Routing, expert_mlp
 from .int8 import Int8Linear, frozen, is_int8, make_linear, scale_blocks
 
 
@@ -175,9 +175,9 @@ class Grok1Experts(nn.Module):
 
     `gate_up_proj` is [num_experts, 2 * intermediate, hidden] (rows 0..F-1 gate, F..2F-1 up) and `down_proj` is
     [num_experts, hidden, intermediate], the layout of transformers' `MixtralExperts`, so PEFT's
-    `target_parameters` can put LoRA on them (model/grok1/lora.py routes that LoRA through the same compute).
+    `target_parameters` can put LoRA on them (model/lora.py routes that LoRA through the same compute).
 
-    Computation is routed (experts.py): each (token, slot) pair goes only to its chosen expert, the pairs sorted by
+    Computation is routed (model/experts.py): each (token, slot) pair goes only to its chosen expert, the pairs sorted by
     expert, in one grouped product per projection (GPUs) or one pass over the experts' slices (CPUs, int8); nothing
     is computed for an expert a token was not routed to, and the gates weigh the outputs as they are summed per
     token.
@@ -216,14 +216,12 @@ class Grok1Experts(nn.Module):
         `lora` maps "gate_up_proj" / "down_proj" to the LoRA updates to add to that projection.
         """
         lora = lora or {}
-        routing = Routing.from_top_k(top_k_index, self.num_experts)
         # int8 experts have a `*_scale` beside each matrix; float ones have none.
         gate_up, down = (
             ExpertMatrix(getattr(self, name), getattr(self, f"{name}_scale", None), lora.get(name, ()))
             for name in ("gate_up_proj", "down_proj")
         )
-        expert_out = expert_mlp(hidden_states[routing.token_index], gate_up, down, routing, self.implementation)
-        return routing.combine(expert_out, top_k_weights)
+        return routed_experts(hidden_states, top_k_index, top_k_weights, gate_up, down, self.implementation)
 
 
 class Grok1MoE(nn.Module):

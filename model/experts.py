@@ -1,6 +1,8 @@
 """The routed compute of one MoE layer's experts, for inference and training alike.
 
-Each expert is `down(gelu_tanh(gate(x)) * up(x))`. Each (token, slot) pair goes to its chosen expert only: the pairs
+Each expert is `down(act(gate(x)) * up(x))`, act being tanh GELU (Grok-1) or SiLU (Mixtral); both models keep their
+experts fused as gate_up [experts, 2 * FFN, hidden] (gate rows, then up rows) and down [experts, hidden, FFN].
+Each (token, slot) pair goes to its chosen expert only: the pairs
 are sorted by expert once (`Routing`), so each expert's tokens are one contiguous slice of a [pairs, hidden] matrix.
 Then either
 * `grouped_mm`: one grouped matrix product per projection over all the slices (`_grouped_mlp`, which reads as the
@@ -23,7 +25,7 @@ weight-only matmul where it has one, which reads the int8 weights and never writ
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,10 +33,29 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .int8 import dequantize_int8
+from .grok1.int8 import dequantize_int8
 
 Implementation = Literal["auto", "grouped_mm", "loop"]
 IMPLEMENTATIONS: tuple[Implementation, ...] = ("auto", "grouped_mm", "loop")
+
+
+@dataclass(frozen=True)
+class Activation:
+    """The experts' activation and its derivative (the loop's backward is written by hand)."""
+
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    backward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (grad of the output, input) -> grad of input
+
+
+# By transformers' `hidden_act` names.
+ACTIVATIONS = {
+    "gelu_pytorch_tanh": Activation(
+        lambda x: F.gelu(x, approximate="tanh"),
+        lambda grad, x: torch.ops.aten.gelu_backward(grad, x, approximate="tanh"),
+    ),
+    "silu": Activation(F.silu, torch.ops.aten.silu_backward),
+}
+GELU_TANH = ACTIVATIONS["gelu_pytorch_tanh"]
 
 # With at most this many rows (x scale blocks) per expert, an int8 projection is a matrix-vector product bound by
 # reading the weights: the int8 kernel reads 1 byte per weight, dequantising writes and reads 2 more. Past it the
@@ -95,20 +116,34 @@ class ExpertMatrix:
         return [(f.scale, f.a.to(dtype), f.b.to(dtype)) for f in self.lora]
 
 
+def routed_experts(
+    hidden_states: torch.Tensor,
+    top_k_index: torch.Tensor,
+    top_k_weights: torch.Tensor,
+    gate_up: ExpertMatrix,
+    down: ExpertMatrix,
+    implementation: Implementation = "auto",
+    activation: Activation = GELU_TANH,
+) -> torch.Tensor:
+    """One MoE layer's experts: hidden_states [tokens, hidden], the router's choice top_k_index and gates
+    top_k_weights [tokens, k] -> [tokens, hidden]."""
+    routing = Routing.from_top_k(top_k_index, gate_up.weight.shape[0])
+    pairs = hidden_states[routing.token_index]
+    return routing.combine(expert_mlp(pairs, gate_up, down, routing, implementation, activation), top_k_weights)
+
+
 def expert_mlp(
     x: torch.Tensor,
     gate_up: ExpertMatrix,
     down: ExpertMatrix,
     routing: Routing,
     implementation: Implementation = "auto",
+    activation: Activation = GELU_TANH,
 ) -> torch.Tensor:
-    """Sorted pairs x [pairs, hidden] through their experts -> [pairs, hidden], in the same order.
-
-    `gate_up` is [experts, 2 * FFN, hidden] (gate rows, then up rows), `down` [experts, hidden, FFN].
-    """
+    """Sorted pairs x [pairs, hidden] through their experts -> [pairs, hidden], in the same order."""
     quantized = gate_up.scale is not None or down.scale is not None
     if not quantized and _takes_grouped_mm(implementation, x, gate_up, down):
-        return _grouped_mlp(x, gate_up, down, routing)
+        return _grouped_mlp(x, gate_up, down, routing, activation)
     gate_up_lora, down_lora = gate_up.factors(x.dtype), down.factors(x.dtype)
     tensors = [t for _, a, b in (*gate_up_lora, *down_lora) for t in (a, b)]
     # Whether a backward will follow: inside autograd.Function.forward grad mode is always off.
@@ -120,13 +155,16 @@ def expert_mlp(
         gate_up_lora=[scale for scale, _, _ in gate_up_lora],
         down_lora=[scale for scale, _, _ in down_lora],
         backward=backward,
+        activation=activation,
     )
     return _ExpertLoop.apply(x, plan, gate_up.weight, down.weight, *tensors)
 
 
-def _grouped_mlp(x: torch.Tensor, gate_up: ExpertMatrix, down: ExpertMatrix, routing: Routing) -> torch.Tensor:
+def _grouped_mlp(
+    x: torch.Tensor, gate_up: ExpertMatrix, down: ExpertMatrix, routing: Routing, activation: Activation
+) -> torch.Tensor:
     gate, up = _grouped_product(x, gate_up, routing).chunk(2, dim=-1)
-    return _grouped_product(F.gelu(gate, approximate="tanh") * up, down, routing)
+    return _grouped_product(activation.forward(gate) * up, down, routing)
 
 
 def _grouped_product(x: torch.Tensor, matrix: ExpertMatrix, routing: Routing) -> torch.Tensor:
@@ -161,6 +199,7 @@ class _LoopPlan:
     gate_up_lora: list[float]  # the scale of each LoRA update, in the order of the factor tensors
     down_lora: list[float]
     backward: bool  # keep what the backward needs; without it, nothing outlives one expert's turn
+    activation: Activation
 
 
 def _weight(weight: torch.Tensor, scale: torch.Tensor | None, expert: int, dtype: torch.dtype) -> torch.Tensor:
@@ -181,9 +220,9 @@ def _rows_times(rows: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | 
 class _ExpertLoop(torch.autograd.Function):
     """Each expert's whole MLP on its rows, expert after expert, forward and backward by hand.
 
-    Forward, for expert e with rows x_e: g, u = x_e Wg^T, x_e Wu^T (+ LoRA); a = gelu(g) * u; y_e = a Wd^T (+ LoRA),
+    Forward, for expert e with rows x_e: g, u = x_e Wg^T, x_e Wu^T (+ LoRA); a = act(g) * u; y_e = a Wd^T (+ LoRA),
     written into y's rows. The backward keeps g and u ([pairs, 2 * FFN], half of what autograd would keep: it also
-    keeps gelu(g) and a) and recomputes the rest per expert. LoRA adds scale * (x_e A_e^T) B_e^T to each output while
+    keeps act(g) and a) and recomputes the rest per expert. LoRA adds scale * (x_e A_e^T) B_e^T to each output while
     its rows are hot.
     """
 
@@ -207,7 +246,7 @@ class _ExpertLoop(torch.autograd.Function):
                 for product, b_part in zip(parts, b[expert].chunk(2), strict=True):
                     product.addmm_(low_rank, b_part.t(), alpha=scale)
             gate, up = parts
-            act = F.gelu(gate, approximate="tanh").mul_(up)
+            act = plan.activation.forward(gate).mul_(up)
             d_scale = plan.down_scale[expert] if plan.down_scale is not None else None
             out_rows = _rows_times(act, down[expert], d_scale, out[start:end], kernel)
             for scale, (a, b) in zip(plan.down_lora, down_lora, strict=True):
@@ -237,8 +276,8 @@ class _ExpertLoop(torch.autograd.Function):
                 continue
             rows, grad_rows = x[start:end], grad_out[start:end]
             gate, up = kept[0, start:end], kept[1, start:end]
-            gelu = F.gelu(gate, approximate="tanh")
-            act = gelu * up if grad_down is not None or down_lora else None
+            activated = plan.activation.forward(gate)
+            act = activated * up if grad_down is not None or down_lora else None
 
             # down: y = act Wd^T + scale * (act Ad^T) Bd^T
             grad_act = torch.mm(grad_rows, _weight(down, plan.down_scale, expert, x.dtype))
@@ -252,9 +291,9 @@ class _ExpertLoop(torch.autograd.Function):
                 if grad_b is not None:
                     torch.mm(grad_rows.t(), torch.mm(act, a[expert].t()), out=grad_b[expert]).mul_(scale)
 
-            # act = gelu(gate) * up
-            grad_up = grad_act * gelu
-            grad_gate = torch.ops.aten.gelu_backward(grad_act.mul_(up), gate, approximate="tanh")
+            # act = activation(gate) * up
+            grad_up = grad_act * activated
+            grad_gate = plan.activation.backward(grad_act.mul_(up), gate)
 
             # gate, up = x Wg^T, x Wu^T (+ LoRA)
             w_gate, w_up = _weight(gate_up, plan.gate_up_scale, expert, x.dtype).chunk(2)
@@ -341,7 +380,9 @@ def int8_weight_only_mm(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tens
 
 
 __all__ = [
+    "ACTIVATIONS",
     "IMPLEMENTATIONS",
+    "Activation",
     "ExpertMatrix",
     "Implementation",
     "LoraFactors",
@@ -349,4 +390,5 @@ __all__ = [
     "expert_mlp",
     "grouped_mm_is_faster",
     "int8_weight_only_mm",
+    "routed_experts",
 ]

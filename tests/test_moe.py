@@ -1,4 +1,4 @@
-"""The routed MoE compute (model/grok1/experts.py) against the plain way of computing the same layer, forward and
+"""The routed MoE compute (model/experts.py) against the plain way of computing the same layer, forward and
 backward: float experts by both implementations, LoRA on the fused experts against PEFT's own wrapper, int8 experts
 against their dequantised values, and the int8 decode kernel."""
 
@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora.layer import ParamWrapper
 
-from model.grok1 import experts as routed
+from model import experts as routed
 from model.grok1.configuration import Grok1Config
 from model.grok1.int8 import dequantize_int8
-from model.grok1.lora import LoraGrok1Experts, register_lora_layers
 from model.grok1.modeling import Grok1MoE
+from model.lora import LoraRoutedExperts, register_lora_layers
 
 HIDDEN, FFN, EXPERTS, TOP_K = 32, 48, 8, 2
 EXPERT_TARGETS = ["experts.gate_up_proj", "experts.down_proj"]
@@ -108,7 +108,7 @@ def test_expert_lora_matches_peft_merging_the_update_forward_and_backward(implem
     moe = moe_layer(moe_implementation=implementation)
     ours, peft_default = with_lora(moe, ours=True), with_lora(moe, ours=False)
     wrapper = ours.base_model.model.experts
-    assert isinstance(wrapper, LoraGrok1Experts) and isinstance(wrapper.base_layer, LoraGrok1Experts)
+    assert isinstance(wrapper, LoraRoutedExperts) and isinstance(wrapper.base_layer, LoraRoutedExperts)
     assert type(peft_default.base_model.model.experts) is ParamWrapper
     # The same adapter: PEFT's own names, so saving, loading and the vLLM export are unchanged.
     assert ours.state_dict().keys() == peft_default.state_dict().keys()
@@ -307,3 +307,42 @@ def test_grouped_mm_asked_for_on_misaligned_shapes_says_what_to_do():
     moe.to(torch.bfloat16)
     with pytest.raises(ValueError, match=r"multiple of 16 bytes, and \[4\] do not in torch.bfloat16: use 'auto'"):
         moe(torch.randn(5, HIDDEN).bfloat16())
+
+
+def mixtral_block(hidden_act: str, seed: int = 3) -> torch.nn.Module:
+    from transformers import MixtralConfig
+    from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+
+    torch.manual_seed(seed)
+    config = MixtralConfig(
+        hidden_size=HIDDEN,
+        intermediate_size=FFN,
+        num_local_experts=EXPERTS,
+        num_experts_per_tok=TOP_K,
+        hidden_act=hidden_act,
+    )
+    block = MixtralSparseMoeBlock(config)
+    with torch.no_grad():
+        for parameter in block.parameters():
+            parameter.normal_(0.0, parameter.shape[-1] ** -0.5)
+    return block
+
+
+@pytest.mark.parametrize("hidden_act", ["silu", "gelu_pytorch_tanh", "relu"])
+def test_mixtral_expert_lora_matches_peft_merging_the_update_forward_and_backward(hidden_act):
+    """Mixtral's fused experts (transformers' MixtralExperts, the same layout) take the same routed LoRA; an
+    activation the routed compute does not have (relu here) keeps PEFT's way, with the same results."""
+    block = mixtral_block(hidden_act)
+    ours, peft_default = with_lora(block, ours=True), with_lora(block, ours=False)
+    assert isinstance(ours.base_model.model.experts, LoraRoutedExperts)
+    assert ours.state_dict().keys() == peft_default.state_dict().keys()
+    x = torch.randn(2, 30, HIDDEN)
+    got = outputs_and_grads(ours, ours, x)
+    want = outputs_and_grads(peft_default, peft_default, x)
+    assert len(got) == 2 + 4
+    assert_all_close(got, want)
+    saved = saved_for_backward(lambda: ours(x.requires_grad_()).sum())
+    routed_here = hidden_act != "relu"
+    frozen = {p.untyped_storage().data_ptr() for p in ours.base_model.model.experts.get_base_layer().parameters()}
+    built = [t for t in saved if tuple(t.shape) in WEIGHT_SHAPES and t.untyped_storage().data_ptr() not in frozen]
+    assert bool(built) != routed_here  # the routed way builds no updated weight; PEFT's does

@@ -12,9 +12,9 @@ layer: one MoE layer, forward and forward + backward (weights and input), as
       `grouped_mm`: one grouped product per projection);
   (d) the bound: the same active FLOPs as one dense matmul pair, [tokens * top_k, hidden] through one expert.
   On a GPU it also reports the achieved TFLOP/s against a plain bf16 matmul of the layer's size, timed in the same run.
-lora: forward + backward of the layer with the experts frozen (gradients for the input only), then with LoRA of
-  --rank on both fused expert parameters, ours (model/lora.py) and PEFT's own wrapper (W + B @ A on the whole
-  stack every forward).
+lora: forward + backward of the layer (Grok-1's, then Mixtral's block with SiLU) with the experts frozen (gradients
+  for the input only), then with LoRA of --rank on both fused expert parameters, ours (model/lora.py) and PEFT's own
+  wrapper (W + B @ A on the whole stack every forward).
 decode: one token through an int8 layer (Grok-1's format, bf16 activations), against the bound: the bytes of the two
   active experts (int8 + scales) over the copy bandwidth measured in the same run (bytes read + written by a copy of
   a buffer larger than the caches, over its time).
@@ -69,7 +69,7 @@ class DenseBound(nn.Module):
         return F.linear(F.gelu(gate, approximate="tanh") * up, self.down).view(x.shape[0], self.top_k, -1).sum(1)
 
 
-def mixtral_block(hidden: int, ffn: int, experts: int, top_k: int) -> nn.Module:
+def mixtral_block(hidden: int, ffn: int, experts: int, top_k: int, act: str = "gelu_pytorch_tanh") -> nn.Module:
     from transformers import MixtralConfig
     from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
 
@@ -80,7 +80,7 @@ def mixtral_block(hidden: int, ffn: int, experts: int, top_k: int) -> nn.Module:
         intermediate_size=ffn,
         num_local_experts=experts,
         num_experts_per_tok=top_k,
-        hidden_act="gelu_pytorch_tanh",
+        hidden_act=act,
     )
     block = MixtralSparseMoeBlock(config)
     with torch.no_grad():
@@ -215,10 +215,11 @@ def part_lora(args, device: torch.device, dtype: torch.dtype) -> None:
 
     torch.manual_seed(0)
     x = torch.randn(args.tokens, args.hidden, device=device, dtype=dtype)
-    base = grok_moe(args, device, dtype)
-    base.requires_grad_(False)
+    grok = grok_moe(args, device, dtype)
+    # Mixtral's block (SiLU, as Mixtral ships) through the same routed LoRA (model/lora.py).
+    mixtral = mixtral_block(args.hidden, args.ffn, args.experts, args.top_k, "silu").to(device, dtype)
 
-    def adapted(ours: bool) -> nn.Module:
+    def adapted(base: nn.Module, ours: bool) -> nn.Module:
         config = LoraConfig(
             r=args.rank, lora_alpha=2 * args.rank, target_parameters=["experts.gate_up_proj", "experts.down_proj"]
         )
@@ -226,17 +227,27 @@ def part_lora(args, device: torch.device, dtype: torch.dtype) -> None:
             register_lora_layers(config)
         return get_peft_model(copy.deepcopy(base), config)
 
-    ours, peft_wrapper = "ours, LoRA", "PEFT's wrapper, LoRA"
-    arms = {"frozen experts": base, ours: adapted(True), peft_wrapper: adapted(False)}
     print(f"lora: rank {args.rank} on gate_up and down of every expert; forward+backward")
-    steps = {name: forward_and_backward(lambda t, m=module: m(t)[0], x, module)[1] for name, module in arms.items()}
-    results = timed(steps, args.repeat, device)
-    for name in arms:
-        print(f"{name:26s} forward+backward {results[name] * 1e3:9.1f} ms")
-    frozen = results["frozen experts"]
-    print(
-        f"LoRA overhead: ours {results[ours] / frozen:.2f}x of frozen, PEFT's wrapper {results[peft_wrapper] / frozen:.2f}x"
-    )
+    frozen, ours, peft_wrapper = "frozen experts", "ours, LoRA", "PEFT's wrapper, LoRA"
+    # Grok1MoE returns (output, router logits); Mixtral's block takes and returns [batch, sequence, hidden].
+    models = {
+        "Grok-1": (grok, lambda module, t: module(t)[0]),
+        "Mixtral": (mixtral, lambda module, t: module(t[None])[0]),
+    }
+    for model_name, (base, run) in models.items():
+        base.requires_grad_(False)
+        arms = {frozen: base, ours: adapted(base, True), peft_wrapper: adapted(base, False)}
+        steps = {
+            name: forward_and_backward(lambda t, m=module, r=run: r(m, t), x, module)[1]
+            for name, module in arms.items()
+        }
+        results = timed(steps, args.repeat, device)
+        for name in arms:
+            print(f"{model_name + ' ' + name:34s} forward+backward {results[name] * 1e3:9.1f} ms")
+        print(
+            f"{model_name} LoRA overhead: ours {results[ours] / results[frozen]:.2f}x of frozen, "
+            f"PEFT's wrapper {results[peft_wrapper] / results[frozen]:.2f}x"
+        )
 
 
 def copy_bandwidth(device: torch.device) -> float:

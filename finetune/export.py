@@ -67,8 +67,9 @@ def export(adapter_dir: Path, out_dir: Path, base_dir: Path | None = None) -> Pa
 
 
 def _unfuse(weights: dict, config: dict, base_config: dict, layout) -> tuple[dict, set[str]]:
+    from model.lora import per_expert as per_expert_factors  # peft and transformers load only for an export
+
     renames, expert_prefix, per_expert, (gate_name, up_name, down_name) = layout
-    rank = int(config["r"])
     experts = int(base_config.get("num_experts") or base_config.get("num_local_experts"))
     hidden = int(base_config["hidden_size"])
     intermediate = int(base_config["intermediate_size"])
@@ -90,11 +91,10 @@ def _unfuse(weights: dict, config: dict, base_config: dict, layout) -> tuple[dic
         a, b = pair["A"], pair["B"]
         # gate_up maps H -> 2F (gate rows first), down maps F -> H: A's columns and B's rows tell them apart.
         is_down = not (a.shape[1] == hidden and b.shape[0] == 2 * intermediate)
-        a_experts = a.reshape(experts, rank, a.shape[1])  # expert e: [rank, in]
-        b_experts = b.reshape(b.shape[0], rank, experts)  # expert e: [out, rank]
+        a_experts, b_experts = per_expert_factors(a, b, experts)  # expert e: A [rank, in], B [out, rank]
         for e in range(experts):
             base = layer + per_expert.format(e=e)
-            a_e, b_e = a_experts[e], b_experts[:, :, e]
+            a_e, b_e = a_experts[e], b_experts[e]
             if is_down:
                 parts = {down_name: b_e}
             else:

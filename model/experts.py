@@ -202,9 +202,15 @@ class _LoopPlan:
     activation: Activation
 
 
+def _scale(scale: torch.Tensor | None, expert: int) -> torch.Tensor | None:
+    """Expert `expert`'s int8 scales, or None for float experts."""
+    return None if scale is None else scale[expert]
+
+
 def _weight(weight: torch.Tensor, scale: torch.Tensor | None, expert: int, dtype: torch.dtype) -> torch.Tensor:
     """Expert `expert`'s [out, in] matrix in `dtype`: dequantised when int8, for this use only."""
-    return weight[expert] if scale is None else dequantize_int8(weight[expert], scale[expert], dtype)
+    expert_scale = _scale(scale, expert)
+    return weight[expert] if expert_scale is None else dequantize_int8(weight[expert], expert_scale, dtype)
 
 
 def _rows_times(rows: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, out, kernel: bool):
@@ -237,9 +243,10 @@ class _ExpertLoop(torch.autograd.Function):
             if start == end:
                 continue
             rows = x[start:end]
-            gu_scale = plan.gate_up_scale[expert].chunk(2) if plan.gate_up_scale is not None else (None, None)
+            gate_up_scale = _scale(plan.gate_up_scale, expert)
+            gate_up_scales = (None, None) if gate_up_scale is None else gate_up_scale.chunk(2)
             parts = []
-            for part, (w, s) in enumerate(zip(gate_up[expert].chunk(2), gu_scale, strict=True)):
+            for part, (w, s) in enumerate(zip(gate_up[expert].chunk(2), gate_up_scales, strict=True)):
                 parts.append(_rows_times(rows, w, s, kept[part, start:end] if kept is not None else None, kernel))
             for scale, (a, b) in zip(plan.gate_up_lora, gate_up_lora, strict=True):
                 low_rank = torch.mm(rows, a[expert].t())
@@ -247,8 +254,7 @@ class _ExpertLoop(torch.autograd.Function):
                     product.addmm_(low_rank, b_part.t(), alpha=scale)
             gate, up = parts
             act = plan.activation.forward(gate).mul_(up)
-            d_scale = plan.down_scale[expert] if plan.down_scale is not None else None
-            out_rows = _rows_times(act, down[expert], d_scale, out[start:end], kernel)
+            out_rows = _rows_times(act, down[expert], _scale(plan.down_scale, expert), out[start:end], kernel)
             for scale, (a, b) in zip(plan.down_lora, down_lora, strict=True):
                 out_rows.addmm_(torch.mm(act, a[expert].t()), b[expert].t(), alpha=scale)
         if plan.backward:

@@ -84,17 +84,19 @@ def _mixtral_experts(experts: MixtralExperts, hidden_states, top_k_index, top_k_
     return routed_experts(hidden_states, top_k_index, top_k_weights, gate_up, down, activation=activation)
 
 
+def per_expert(a: torch.Tensor, b: torch.Tensor, experts: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """PEFT's fused LoRA of an expert stack as per-expert factors: A [r * E, in] holds expert e's rows at e * r..,
+    B [out, r * E] its columns at e, e + E, ... (the (rank, experts) split of PEFT's layout) -> A [E, r, in],
+    B [E, out, r]."""
+    return a.reshape(experts, -1, a.shape[-1]), b.reshape(b.shape[0], -1, experts).permute(2, 0, 1)
+
+
 def expert_factors(wrapper: ParamWrapper, adapter: str) -> LoraFactors:
-    """PEFT's fused factors as per-expert ones: A [r * E, in] holds expert e's rows at e * r.., B [out, r * E] its
-    columns at e, e + E, ... (the (rank, experts) split of PEFT's layout; finetune/export.py unfuses the same way)."""
+    """The LoRA update of one adapter on one fused expert parameter, per expert."""
     if not wrapper._did_swap_in_out_features:
         raise ValueError(f"{wrapper.parameter_name}: expected a fused [experts, out, in] parameter")
-    experts = wrapper.num_experts
-    a = wrapper.lora_A[adapter].weight
-    b = wrapper.lora_B[adapter].weight
-    a = a.reshape(experts, -1, a.shape[-1])  # [E, r, in]
-    b = b.reshape(b.shape[0], -1, experts).permute(2, 0, 1).contiguous()  # [E, out, r]
-    return LoraFactors(a, b, wrapper.scaling[adapter])
+    a, b = per_expert(wrapper.lora_A[adapter].weight, wrapper.lora_B[adapter].weight, wrapper.num_experts)
+    return LoraFactors(a, b.contiguous(), wrapper.scaling[adapter])
 
 
 def register_lora_layers(peft_config) -> None:

@@ -32,12 +32,16 @@ def moe_layer(seed: int = 3, **config) -> Grok1MoE:
         vocab_size=64,
         **config,
     )
-    moe = Grok1MoE(cfg)
+    return with_random_weights(Grok1MoE(cfg))
+
+
+def with_random_weights(module: torch.nn.Module) -> torch.nn.Module:
+    """Each float matrix N(0, 1/fan_in), so activations keep their size; int8 experts are filled by int8_moe."""
     with torch.no_grad():
-        for parameter in moe.parameters():
-            if parameter.is_floating_point():  # int8 experts are filled by int8_moe
+        for parameter in module.parameters():
+            if parameter.is_floating_point():
                 parameter.normal_(0.0, parameter.shape[-1] ** -0.5)
-    return moe
+    return module
 
 
 def plain_moe(moe: Grok1MoE, x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
@@ -321,11 +325,7 @@ def mixtral_block(hidden_act: str, seed: int = 3) -> torch.nn.Module:
         num_experts_per_tok=TOP_K,
         hidden_act=hidden_act,
     )
-    block = MixtralSparseMoeBlock(config)
-    with torch.no_grad():
-        for parameter in block.parameters():
-            parameter.normal_(0.0, parameter.shape[-1] ** -0.5)
-    return block
+    return with_random_weights(MixtralSparseMoeBlock(config))
 
 
 @pytest.mark.parametrize("hidden_act", ["silu", "gelu_pytorch_tanh", "relu"])

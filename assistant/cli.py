@@ -7,8 +7,10 @@ import os
 import sys
 
 from assistant.api.keys import ApiKeyStore
+from assistant.assembly import build_assistant
 from assistant.audit import AuditError
-from assistant.service import Assistant, DocumentNotFound
+from assistant.errors import AssistantError
+from assistant.service import Assistant
 from assistant.settings import Settings
 from assistant.types import Answer, Source, User
 from assistant.users import UserStore, UserStoreError
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
     transformers_logging.disable_progress_bar()
     try:
-        with Assistant(Settings()) as assistant:
+        with build_assistant(Settings()) as assistant:
             return run(args, assistant)
     except (
         StoreLockedError,
@@ -223,12 +225,13 @@ def main(argv: list[str] | None = None) -> int:
         ModelLoadError,
         GeneratorError,
         InvalidGroupName,
-        DocumentNotFound,
+        AssistantError,
         AuditError,
         FileNotFoundError,
         ValueError,
     ) as exc:
-        print(f"assistant: {exc}", file=sys.stderr)
+        # The operator runs this on the server: the whole detail (paths, adapters), not the words for a reader.
+        print(f"assistant: {getattr(exc, 'detail', exc)}", file=sys.stderr)
         return 2
 
 

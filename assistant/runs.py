@@ -1,9 +1,8 @@
 """Fine-tuning runs as the portal shows them, read from the files `finetune train` writes (never by importing it).
 
-A run's output_dir holds config.json, log.jsonl (one line per step: step, loss, lr, grad_norm, tokens,
-tokens_per_s, sometimes eval_loss; then a final eval_loss / eval_perplexity line), checkpoints/ and, once it
-finished, adapter/ (adapter_config.json and training.json). eval.json, when present, is what `finetune eval`
-kept there (base_loss, adapted_loss): the base model's held-out loss to compare with.
+The layout is model/run_layout.py's. log.jsonl has one line per step (step, loss, lr, grad_norm, tokens,
+tokens_per_s, sometimes eval_loss; then a final eval_loss / eval_perplexity line); eval.json, when present, is what
+`finetune eval` kept there (base_loss, adapted_loss): the base model's held-out loss to compare with.
 """
 
 import json
@@ -12,13 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.files import read_jsonl
+from model.run_layout import ADAPTER_CONFIG, ADAPTER_DIR, CONFIG_FILE, EVAL_FILE, LOG_FILE, SERVES, TRAINING_INFO
 from retrieval import ADMIN_GROUP
 
-LOG_FILE = "log.jsonl"
-CONFIG_FILE = "config.json"
-ADAPTER_DIR = "adapter"
-ADAPTER_CONFIG = "adapter_config.json"  # what makes a directory a PEFT adapter
-TRAINING_INFO = "training.json"
 # The trainer writes a log line every step; a run whose log is older than this has stopped (or hangs).
 RUNNING_WITHIN_S = 120
 
@@ -62,7 +57,7 @@ def adapter_audience(adapter: Path) -> tuple[str, ...]:
     adapter that records none (trained on files no store vouched for, or before this was recorded) serves
     administrators only: what it learned may be anything.
     """
-    serves = _json(Path(adapter) / TRAINING_INFO).get("serves")
+    serves = _json(Path(adapter) / TRAINING_INFO).get(SERVES)
     if isinstance(serves, list) and serves and all(isinstance(group, str) and group for group in serves):
         return tuple(serves)
     return (ADMIN_GROUP,)
@@ -93,7 +88,7 @@ def _run_info(path: Path) -> RunInfo:
         max_steps=max_steps if isinstance(max_steps, int) and not isinstance(max_steps, bool) else None,
         last_loss=_number(steps_logged[-1]["loss"]) if steps_logged else None,
         eval_loss=_number(evaluated[-1]) if evaluated else _number(training.get("eval_loss")),
-        base_eval_loss=_number(_json(path / "eval.json").get("base_loss")),
+        base_eval_loss=_number(_json(path / EVAL_FILE).get("base_loss")),
         adapter=adapter if finished else None,
     )
 

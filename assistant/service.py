@@ -9,77 +9,57 @@ from typing import Self
 from llama_index.core.schema import NodeWithScore
 from qdrant_client.http.exceptions import ApiException
 
-from assistant import extractive, runs
+from assistant import extractive, policy, runs
 from assistant.audit import AuditLog
-from assistant.runs import ADAPTER_CONFIG
+from assistant.errors import InvalidRequest, NotFound
+from assistant.policy import AdapterNotPermitted
 from assistant.settings import Settings
-from assistant.types import Answer, DocumentInfo, Health, Source, User
+from assistant.types import Answer, DocumentInfo, Health, Source, UploadResult, User
+from assistant.uploads import UPLOADS_DIR, Upload, folder_size, outcome_rows, save_uploads, user_folder
 from model.generators import Generator
 from model.generators import build as build_generator
 from model.prompt import Passage, Turn, build_prompt, passage_header
+from model.run_layout import ADAPTER_CONFIG, ADAPTER_DIR
 from retrieval import ChunkStore, DocumentRecord, Ingestor, IngestReport, validate_groups
 from retrieval.access import ADMIN_GROUP
-from retrieval.chunking import Chunker
 from retrieval.embedding import LocalEmbedding
 from retrieval.ingest import document_id
-from retrieval.rerank import CrossEncoderReranker, bundled_reranker_path
 from retrieval.search import Searcher
-from retrieval.sparse import Bm25Encoder
 from retrieval.store import chunk_point_id
 
 EXTRACTIVE_MODEL = "extractive"
 HEALTH_TIMEOUT_S = 2.0  # a health page must answer quickly, even when the model server does not
-
-
-class DocumentNotFound(KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class AdapterNotPermitted(PermissionError):
-    """The configured adapter learned documents this user may not read, so it may not answer them."""
+# What one person may type: a question with room to quote a paragraph, a comment of a few sentences. Longer text is
+# refused, not cut: it would be searched, sent to the model and kept in the audit log at whatever size was sent.
+MAX_QUESTION_CHARS = 8_000
+MAX_COMMENT_CHARS = 2_000
+MAX_ANSWER_CHARS = 50_000  # an answer handed back with feedback: the model's own text, bounded by its token budget
 
 
 class Assistant:
-    def __init__(self, settings: Settings | None = None, embedder: LocalEmbedding | None = None):
-        self.settings = settings or Settings()
-        # The data directory holds every document's text (the store), the accounts and the audit log: made readable
-        # by its owner only. An existing one is left as the operator set it (a shared group may be intended).
-        self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # The embedder may be shared (tests, one portal process with several stores).
-        self.embedder = embedder or LocalEmbedding(
-            self.settings.embedding_model,
-            self.settings.embed_batch_size,
-            precision=self.settings.embedding_precision,
-            # The int8 export is made once, from the local weights, and kept with the assistant's other state.
-            cache_dir=self.settings.embedding_cache_dir or self.settings.data_dir / "models" / "embeddings",
-            threads=self.settings.embedding_threads,
-        )
-        self.store = ChunkStore(self.settings, self.embedder.dimension)
-        chunker = Chunker(self.embedder.count_tokens, self.settings.chunk_size, self.settings.chunk_overlap)
-        sparse = Bm25Encoder(avg_len=self.settings.bm25_avg_len)
-        self.ingestor = Ingestor(
-            self.store,
-            self.embedder,
-            sparse,
-            chunker,
-            self.settings.embed_batch_size,
-            redact_pii=self.settings.redact_pii,
-            pii_region=self.settings.pii_region,
-            limits=self.settings.loader_limits(),
-        )
-        self.searcher = Searcher(
-            self.store,
-            self.embedder,
-            sparse,
-            _reranker(self.settings.reranker),
-            self.settings.rerank_candidates,
-            self.settings.rerank_weight,
-        )
+    """Ingest, search, ask, delete and upload, each with the policy checked and the act audited.
+
+    Built from its parts by `assistant.assembly.build_assistant`, which is what callers use."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        embedder: LocalEmbedding,
+        store: ChunkStore,
+        ingestor: Ingestor,
+        searcher: Searcher,
+        audit: AuditLog,
+    ):
+        self.settings = settings
+        self.embedder = embedder  # may be shared (tests, one portal process with several stores)
+        self.store = store
+        self.ingestor = ingestor
+        self.searcher = searcher
+        self.audit = audit
         # Built on first use: loading a model takes seconds to minutes, and a command that only ingests needs none.
         self._generator: Generator | None = None
         self._generator_lock = threading.Lock()
-        self.audit = AuditLog(self.settings.audit_log, texts=self.settings.audit_text)
 
     def close(self) -> None:
         close_generator = getattr(self._generator, "close", None)
@@ -104,57 +84,99 @@ class Assistant:
         *,
         user: User | None = None,
     ) -> IngestReport:
-        """Adds or updates files and folders; with `user`, who did it goes to the audit log."""
+        """Adds or updates files and folders for `groups`.
+
+        With `user` (someone acting through the portal or the API) the policy applies: they share only with their own
+        groups, and name only files in their upload folder (administrators also the paths the store holds); what
+        they did is audited. Without one it is the operator's own process (assistant.policy says why that is allowed).
+        """
         if user is not None:
             self.audit.check()
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         groups = validate_groups(groups)  # once, here: a generator of names would be spent before the audit
-        if user is not None and ADMIN_GROUP not in user.groups and not set(groups) <= set(user.groups):
-            # Sharing with a group one is not in would hand its members text nobody vetted for them.
-            outside = ", ".join(sorted(set(groups) - set(user.groups)))
-            raise PermissionError(f"{user.name} may share documents only with their own groups, not with {outside}")
+        if user is not None:
+            policy.check_share(user, groups)
+            stored = {record.path for record in self.store.list_documents((ADMIN_GROUP,))} if user.is_admin else set()
+            policy.check_ingest_paths(user, [Path(p) for p in paths], self.upload_folder(user), stored)
         report = self.ingestor.ingest(paths, groups=groups, prune=prune, progress=progress)
         if user is not None:
             self.audit.record(
                 "ingest",
-                user.name,
+                user.id,
+                **_display_name(user),
                 paths=[str(path) for path in paths],
                 groups=list(groups),
-                prune=prune,
                 **{name: len(getattr(report, name)) for name in _REPORT_LISTS},
                 chunks=report.chunks,
                 redacted=dict(report.redacted),
             )
         return report
 
+    def upload(self, files: Sequence[Upload], groups: Iterable[str], user: User) -> UploadResult:
+        """Saves uploaded files in `user`'s folder and indexes them for `groups`: the portal's and the API's upload.
+
+        Refused whole when the groups are not the user's to share with; file by file when a file is over the size
+        limit or the user's quota. A file that is not indexed (unreadable, or no document) is removed again, so the folder holds only what the
+        store holds (and counts against the quota only then). What each file became is named by its file name alone.
+        """
+        self.audit.check()
+        groups = validate_groups(groups)
+        policy.check_share(user, groups)
+        folder = self.upload_folder(user)
+        quota = int(self.settings.upload_quota_mb * _MB)
+        saved = save_uploads(list(files), folder, self.settings.upload_max_mb, room=quota - folder_size(folder))
+        report = self.ingest(saved.paths, groups=groups, user=user) if saved.paths else None
+        if report is not None:
+            for failure in [*report.failed, *report.skipped]:
+                Path(failure.path).unlink(missing_ok=True)
+        return UploadResult(outcome_rows(saved, report), report)
+
+    def upload_folder(self, user: User) -> Path:
+        """Where `user`'s uploads are kept, keyed by who they are (user.id), never by a display name."""
+        return user_folder(self.settings.data_dir, user.id)
+
     def documents(self, user: User) -> list[DocumentInfo]:
         return [_to_info(record) for record in self.store.list_documents(user.groups)]
 
     def delete(self, path_or_doc_id: str | Path, *, user: User | None = None) -> DocumentInfo:
-        """Removes a document and all its chunks, named by its id or by its path; with `user`, audited."""
+        """Removes a document and all its chunks, named by its id or by its path (administrators only); audited.
+
+        An uploaded document's file goes too, so a deleted upload cannot come back with the next re-index and no
+        longer counts against its owner's quota. The operator's own files elsewhere are never touched.
+        """
         if user is not None:
+            policy.check_delete(user)
             self.audit.check()
         key = str(path_or_doc_id)
         record = self.store.get_document(key) or self.store.get_document(document_id(Path(key).expanduser()))
         if record is None:
-            raise DocumentNotFound(f"no document with id or path {key!r}: `assistant documents` lists them")
+            raise NotFound(
+                "no document with that id or path: the documents page (or `assistant documents`) lists them",
+                detail=f"no document with id or path {key!r}: `assistant documents` lists them",
+            )
         self.store.delete_document(record)
+        uploads = (self.settings.data_dir / UPLOADS_DIR).resolve()
+        if Path(record.path).resolve().is_relative_to(uploads):
+            Path(record.path).unlink(missing_ok=True)
         info = _to_info(record)
         if user is not None:
-            self.audit.record("delete", user.name, paths=[info.path], doc_id=info.doc_id, chunks=info.chunks)
+            self.audit.record(
+                "delete", user.id, **_display_name(user), paths=[info.path], doc_id=info.doc_id, chunks=info.chunks
+            )
         return info
 
     # --- questions -------------------------------------------------------------------------
 
     def search(self, query: str, user: User, k: int = 10) -> list[Source]:
         """The k passages `user` may read that best match `query`; who searched and what they were shown is audited."""
-        _require_text(query)
+        _require_text(query, "query", MAX_QUESTION_CHARS)
         self.audit.check()
         started = time.perf_counter()
         sources = [_to_source(hit) for hit in self.searcher.search(query, user.groups, k)]
         self.audit.record(
             "search",
-            user.name,
+            user.id,
+            **_display_name(user),
             texts={"question": query},
             groups=list(user.groups),
             **_shown(sources),
@@ -163,7 +185,6 @@ class Assistant:
         return sources
 
     def _embed_query(self, query: str) -> list[float]:
-        _require_text(query)
         return self.embedder.embed([query])[0]
 
     def ask(self, question: str, user: User, k: int = 5, history: Sequence[Turn] = ()) -> Answer:
@@ -186,6 +207,7 @@ class Assistant:
         `history` is the conversation so far (oldest first); the last few turns make a follow-up ("and for
         part-time staff?") answerable: the previous question joins the search, and the model sees the turns.
         """
+        _require_text(question, "question", MAX_QUESTION_CHARS)
         # Every answer is recorded: a log that cannot be written stops the question before any of it is shown.
         self.audit.check()
         self._check_adapter(user)
@@ -221,12 +243,13 @@ class Assistant:
         }
         if first_piece is not None:
             timings["first_token_ms"] = round((first_piece - started) * 1000, 1)
-        answer = Answer(text=text, sources=sources, model=model, timings=timings, adapter=adapter)
+        answer = Answer(text=text, sources=sources, model=model, timings=timings, adapter=_adapter_label(adapter))
         # Recorded before the Answer is handed over: a caller may stop iterating once it has it. An audit write
         # that fails raises (AuditError) rather than let answers go unrecorded.
         self.audit.record(
             "ask",
-            user.name,
+            user.id,
+            **_display_name(user),
             texts={"question": question},
             groups=list(user.groups),
             **_shown(sources),
@@ -239,9 +262,16 @@ class Assistant:
     def feedback(self, user: User, question: str, answer: str, rating: int, comment: str = "") -> None:
         """A reader's verdict on an answer: +1 (helpful) or -1 (not), with an optional comment."""
         if isinstance(rating, bool) or rating not in (1, -1):
-            raise ValueError(f"a rating is +1 or -1, not {rating!r}")
+            raise InvalidRequest(f"a rating is +1 or -1, not {rating!r}")
+        _require_length(question, "question", MAX_QUESTION_CHARS)
+        _require_length(answer, "answer", MAX_ANSWER_CHARS)
+        _require_length(comment, "comment", MAX_COMMENT_CHARS)
         self.audit.record(
-            "feedback", user.name, texts={"question": question, "answer": answer, "comment": comment}, rating=rating
+            "feedback",
+            user.id,
+            **_display_name(user),
+            texts={"question": question, "answer": answer, "comment": comment},
+            rating=rating,
         )
 
     def adapter_audience(self) -> tuple[str, ...] | None:
@@ -254,25 +284,19 @@ class Assistant:
         return tuple(settings.adapter_groups) if settings.adapter_groups else (ADMIN_GROUP,)
 
     def _check_adapter(self, user: User) -> None:
-        # Checked before any search: an adapter can repeat what it was trained on whatever the sources say, so a
-        # user who may not read all of that is not answered with it at all.
-        audience = self.adapter_audience()
-        if audience is None or user.is_admin or set(user.groups) & set(audience):
-            return
-        trained_on = (
-            "on text no group was vouched for, so it answers administrators only"
-            if audience == (ADMIN_GROUP,)
-            else f"on documents that only {', '.join(audience)} may read, and {user.name} is in none of those groups"
-        )
-        reason = (
-            f"answers here come from the adapter {self.settings.adapter}, trained {trained_on}: an administrator can "
-            "switch to another adapter (portal: Models) or train one on your groups' documents (finetune prepare "
-            "--group)"
-        )
-        self.audit.record(
-            "refused", user.name, groups=list(user.groups), adapter=str(self.settings.adapter), reason=reason
-        )
-        raise AdapterNotPermitted(reason)
+        # Checked before any search; a refusal is audited with its detail (which adapter, trained on what).
+        try:
+            policy.check_adapter(user, self.adapter_audience(), str(self.settings.adapter))
+        except AdapterNotPermitted as refusal:
+            self.audit.record(
+                "refused",
+                user.id,
+                **_display_name(user),
+                groups=list(user.groups),
+                adapter=str(self.settings.adapter),
+                reason=refusal.detail,
+            )
+            raise
 
     # --- operations ------------------------------------------------------------------------
 
@@ -341,6 +365,7 @@ class Assistant:
                 close_previous()
 
 
+_MB = 1024 * 1024
 _REPORT_LISTS = ("added", "updated", "unchanged", "removed", "failed", "skipped")
 # How much of a conversation a follow-up carries: enough for "and for part-timers?", little enough that an old topic
 # does not steer the search or fill the model's context.
@@ -420,12 +445,26 @@ def _to_source(hit: NodeWithScore) -> Source:
     )
 
 
-def _require_text(query: str) -> None:
-    if not query or not query.strip():
-        raise ValueError("the query is empty")
+def _require_text(text: str, what: str, limit: int) -> None:
+    if not text or not text.strip():
+        raise InvalidRequest(f"the {what} is empty: ask something")
+    _require_length(text, what, limit)
 
 
-def _reranker(setting: str | None) -> CrossEncoderReranker | None:
-    if setting is None:
+def _require_length(text: str, what: str, limit: int) -> None:
+    if len(text) > limit:
+        raise InvalidRequest(f"the {what} has {len(text):,} characters, over the limit of {limit:,}: shorten it")
+
+
+def _adapter_label(adapter: str | None) -> str | None:
+    """How an answer names its adapter to readers: the run it came from, not where it lies on the server (the audit
+    log keeps the path)."""
+    if adapter is None:
         return None
-    return CrossEncoderReranker(bundled_reranker_path() if setting == "bundled" else Path(setting).expanduser())
+    path = Path(adapter)
+    return path.parent.name if path.name == ADAPTER_DIR and path.parent.name else path.name
+
+
+def _display_name(user: User) -> dict[str, str]:
+    """What an audit record adds when the user's id is not the name people know them by (an OIDC subject)."""
+    return {} if user.name == user.id else {"name": user.name}

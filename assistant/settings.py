@@ -2,27 +2,26 @@
 
 It *is* each package's settings (multiple inheritance of pydantic models), so the variable
 names stay flat (ASSISTANT_QDRANT_URL, ASSISTANT_CHUNK_SIZE) and each package receives the
-settings it defines without a copy of every field here.
+settings it defines without a copy of every field here. It is read by the installation's one loader
+(`retrieval.installation`), which `finetune` uses too.
 """
 
-import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import SettingsConfigDict
 
 from model.settings import GeneratorSettings
-from retrieval import RetrievalSettings, validate_groups
+from retrieval import validate_groups
+from retrieval.installation import CONFIG_FILE_VARIABLE, ENV_PREFIX, InstallationSettings
 
-CONFIG_FILE_VARIABLE = "ASSISTANT_CONFIG"
+__all__ = ["CONFIG_FILE_VARIABLE", "Settings"]
 
 
-class Settings(RetrievalSettings, GeneratorSettings, BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ASSISTANT_", extra="forbid")
-
-    data_dir: Path = Path(".assistant")
+class Settings(InstallationSettings, GeneratorSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     # The portal's sign-in: "local" checks users_file; "oidc" is Streamlit's st.login, whose client id and
     # secret live in the operator's .streamlit/secrets.toml, never in this repository or its settings.
@@ -39,6 +38,9 @@ class Settings(RetrievalSettings, GeneratorSettings, BaseSettings):
     portal_address: str = "127.0.0.1"
     portal_port: int = Field(default=8501, ge=1, le=65535)
     upload_max_mb: int = Field(default=50, ge=1)
+    # What one user's upload folder may hold in all: without a bound, one account could fill the disk that the store
+    # and the audit log share, and a full disk stops every question (nothing is answered unrecorded).
+    upload_quota_mb: float = Field(default=1024, gt=0)
 
     # The HTTP API (`assistant serve`). Loopback by default, like the portal: API keys travel in a header, so the
     # service is reached through the organisation's TLS proxy, or serves TLS itself (api_tls_certfile / _keyfile).
@@ -117,33 +119,8 @@ class Settings(RetrievalSettings, GeneratorSettings, BaseSettings):
             raise ValueError(f"TLS needs both {name('api_tls_certfile')} and {name('api_tls_keyfile')}")
         return self
 
-    @classmethod
-    def setting_name(cls, field: str) -> str:
-        # Errors about a missing or wrong setting name the variable the operator sets.
-        return f"{cls.model_config['env_prefix']}{field.upper()}"
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Precedence: arguments, then environment, then the YAML file named by ASSISTANT_CONFIG.
-        sources = [init_settings, env_settings]
-        config_file = os.environ.get(CONFIG_FILE_VARIABLE)
-        if config_file:
-            if not Path(config_file).is_file():
-                raise FileNotFoundError(f"{CONFIG_FILE_VARIABLE} names {config_file}, which does not exist")
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
-        return tuple(sources)
-
     def model_post_init(self, context, /) -> None:
-        # The embedded store lives under the data directory unless a server or path is named.
-        if self.qdrant_url is None and self.qdrant_path is None:
-            self.qdrant_path = str(self.data_dir / "qdrant")
+        super().model_post_init(context)
         if self.users_file is None:
             self.users_file = self.data_dir / "users.yaml"
         if self.api_keys_file is None:

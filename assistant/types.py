@@ -1,19 +1,26 @@
 """The small data types of the assistant's API."""
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-from retrieval import ADMIN_GROUP, validate_groups
+from retrieval import ADMIN_GROUP, IngestReport, validate_groups
 
 
 @dataclass(frozen=True)
 class User:
-    name: str
+    name: str  # what people call them: shown in the portal, may change
     groups: tuple[str, ...] = ()
+    # Who they are, for good: keys their upload folder, their audit records and their rate limit. A local account's
+    # or API key's name; for a sign-in through an identity provider its issuer and subject, since a display name or
+    # e-mail address may change hands or collide across providers. Empty: the name.
+    id: str = ""
 
     def __post_init__(self):
         if not self.name or not self.name.strip():
             raise ValueError("a user needs a non-empty name")
         object.__setattr__(self, "groups", validate_groups(self.groups))
+        if not self.id:
+            object.__setattr__(self, "id", self.name)
 
     @property
     def is_admin(self) -> bool:
@@ -64,6 +71,49 @@ class Answer:
         if self.adapter is not None:  # only then: answers without one keep the keys they always had
             answer["adapter"] = self.adapter
         return answer
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """What became of each uploaded file (rows of file name, outcome, reason: no server path), and the ingestion."""
+
+    files: list[dict]
+    report: IngestReport | None
+
+    @property
+    def summary(self) -> str:
+        if self.report is None:
+            return "no file could be saved: see each file's reason"
+        return self.report.summary()  # counts only, no paths
+
+    def to_dict(self) -> dict:
+        """For the uploader: each file by its name, never by where the server keeps it."""
+        report = None
+        if self.report is not None:
+            names = {name: [Path(path).name for path in getattr(self.report, name)] for name in _PATH_LISTS}
+            failures = {
+                name: [
+                    {"path": Path(f.path).name, "reason": row_reason(self.files, f)} for f in getattr(self.report, name)
+                ]
+                for name in ("failed", "skipped")
+            }
+            report = {
+                **names,
+                **failures,
+                "chunks": self.report.chunks,
+                "seconds": self.report.seconds,
+                "redacted": dict(self.report.redacted),
+            }
+        return {"summary": self.summary, "files": self.files, "report": report}
+
+
+_PATH_LISTS = ("added", "updated", "unchanged", "removed")
+
+
+def row_reason(files: list[dict], failure) -> str:
+    """A failure's reason as the file's row says it (already free of server paths)."""
+    name = Path(failure.path).name
+    return next((row["reason"] for row in files if row["file"] == name and row["reason"]), "could not be read")
 
 
 @dataclass(frozen=True)

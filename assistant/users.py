@@ -159,15 +159,22 @@ def _check_name(name: str) -> None:
 def user_from_claims(claims: dict) -> tuple[User, list[str]]:
     """The user an OpenID Connect identity token names, and the groups in it that were left out.
 
-    The name is the first of email, preferred_username, name, sub; the groups come from the `groups` claim. A
-    group the store could not hold (an LDAP DN, say) is left out rather than refusing the user altogether.
+    Who they are is the issuer and the subject (`iss`, `sub`): OIDC promises that pair never changes and never goes
+    to anyone else, while an e-mail address or display name may be reassigned, edited by the user at some
+    providers, or shared by two providers. The name shown is the first of email, preferred_username, name, sub. The
+    groups come from the `groups` claim; a group the store could not hold (an LDAP DN, say) is left out rather than
+    refusing the user altogether.
     """
-    name = claims.get("email") or claims.get("preferred_username") or claims.get("name") or claims.get("sub")
+    issuer, subject = claims.get("iss"), claims.get("sub")
+    if not issuer or not subject:
+        raise ValueError("the identity token has no issuer (iss) or subject (sub): the identity provider must send both")
+    name = claims.get("email") or claims.get("preferred_username") or claims.get("name") or subject
     raw = claims.get("groups") or []
     if isinstance(raw, str):  # some providers send a single group as a string
         raw = [raw]
     groups = [group for group in raw if _is_group_name(group)]
-    return User(str(name), tuple(groups)), sorted(set(map(str, raw)) - set(groups))
+    user = User(str(name), tuple(groups), id=f"oidc:{issuer}#{subject}")
+    return user, sorted(set(map(str, raw)) - set(groups))
 
 
 def _is_group_name(group) -> bool:

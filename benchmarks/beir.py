@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytrec_eval
 
-from assistant import Assistant, Settings, User
+from assistant import Assistant, Settings, User, build_assistant
 from retrieval.embedding import LocalEmbedding
 
 GROUP = "benchmark"
@@ -146,7 +146,7 @@ def main() -> None:
         corpus = read_jsonl(args.data / "corpus.jsonl")
         stems = write_corpus(corpus, work / "corpus")
         embedder = LocalEmbedding()
-        with Assistant(mode_settings(modes[0], work / "store"), embedder=embedder) as assistant:
+        with build_assistant(mode_settings(modes[0], work / "store"), embedder=embedder) as assistant:
             started = time.perf_counter()
             report = assistant.ingest([work / "corpus"], groups=[GROUP], progress=True)
             ingest_s = time.perf_counter() - started
@@ -157,7 +157,7 @@ def main() -> None:
             f"({len(corpus) / ingest_s:.1f} documents/s); {len(queries)} judged queries of split {args.split!r}"
         )
         for mode in modes:
-            with Assistant(mode_settings(mode, work / "store"), embedder=embedder) as assistant:
+            with build_assistant(mode_settings(mode, work / "store"), embedder=embedder) as assistant:
                 ranked, latencies = run_queries(assistant, queries, stems, args.k)
             run_file = args.run_file if len(modes) == 1 else args.run_file.with_suffix(f".{mode}.trec")
             write_run(run_file, ranked, tag=f"assistant-{mode}")

@@ -30,7 +30,7 @@ import time
 import numpy as np
 from scifact import CACHE, GROUP, qrels, queries, require_scifact, write_corpus
 
-from assistant import Assistant, Settings
+from assistant import Settings, build_assistant
 from retrieval.embedding import LocalEmbedding, bundled_minilm_path
 from retrieval.points import SparseVector
 
@@ -98,14 +98,14 @@ def project(docs: list[dict], embedder: LocalEmbedding, name: str, dense_only: b
     if not corpus.is_dir() or len(list(corpus.iterdir())) != len(docs):
         write_corpus(corpus, len(docs))
     write_corpus(warm_up, 4)
-    with Assistant(Settings(data_dir=CACHE / "scifact-store-warm-up"), embedder=embedder) as assistant:
+    with build_assistant(Settings(data_dir=CACHE / "scifact-store-warm-up"), embedder=embedder) as assistant:
         assistant.ingest([warm_up], groups=[GROUP])  # untimed: first calls pay for lazy imports
     shutil.rmtree(CACHE / "scifact-store-warm-up", ignore_errors=True)
 
     def run() -> tuple[int, float]:
         data_dir = CACHE / f"scifact-store-{name}"
         shutil.rmtree(data_dir, ignore_errors=True)
-        with Assistant(Settings(data_dir=data_dir), embedder=embedder) as assistant:
+        with build_assistant(Settings(data_dir=data_dir), embedder=embedder) as assistant:
             if dense_only:
                 assistant.ingestor.sparse = _NoSparse()
             started = time.perf_counter()  # the ingestion alone, not opening the store

@@ -18,6 +18,8 @@ import logging
 import sys
 from pathlib import Path
 
+from model.run_layout import EVAL_FILE, LOG_FILE
+
 from . import plan, prepare
 from .checkpoint import CheckpointError
 from .config import ConfigError, load_config
@@ -72,8 +74,8 @@ def _run_eval(args) -> int:
     comparison = compare(args.adapter, args.data, args.base, args.batch_size)
     print(json.dumps(comparison.to_dict(), indent=2) if args.json else comparison.render())
     run = Path(args.adapter).resolve().parent
-    if (run / "log.jsonl").is_file():  # the adapter of a training run: keep the result with it (the portal shows it)
-        (run / "eval.json").write_text(json.dumps(comparison.to_dict(), indent=2) + "\n")
+    if (run / LOG_FILE).is_file():  # the adapter of a training run: keep the result with it (the portal shows it)
+        (run / EVAL_FILE).write_text(json.dumps(comparison.to_dict(), indent=2) + "\n")
     return 0
 
 

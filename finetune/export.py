@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from model.run_layout import ADAPTER_CONFIG, TRAINING_INFO
+
 from .config import ConfigError
-from .lora_model import TRAINING_INFO, check_adapter
+from .lora_model import check_adapter
 
 WEIGHTS = "adapter_model.safetensors"
-CONFIG = "adapter_config.json"
 
 # model_type -> (renames of whole-module paths, expert prefix, names of gate / up / down per expert)
 _LAYOUTS = {
@@ -53,14 +54,14 @@ def export(adapter_dir: Path, out_dir: Path, base_dir: Path | None = None) -> Pa
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"{out_dir} is not empty: export into a new directory")
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = json.loads((Path(adapter_dir) / CONFIG).read_text())
+    config = json.loads((Path(adapter_dir) / ADAPTER_CONFIG).read_text())
     weights = load_file(Path(adapter_dir) / WEIGHTS)
     if model_type in _LAYOUTS:
         weights, modules = _unfuse(weights, config, base_config, _LAYOUTS[model_type])
         config["target_modules"] = sorted(modules)
         config["target_parameters"] = None
     save_file({k: v.contiguous() for k, v in weights.items()}, out_dir / WEIGHTS)
-    (out_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    (out_dir / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     if (Path(adapter_dir) / TRAINING_INFO).is_file():
         shutil.copy(Path(adapter_dir) / TRAINING_INFO, out_dir / TRAINING_INFO)
     return out_dir

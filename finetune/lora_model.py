@@ -16,13 +16,13 @@ import torch
 
 from model import ModelLoadError
 from model import load as load_model
+from model.run_layout import ADAPTER_CONFIG, TRAINING_INFO
 
 from .config import ConfigError, LoraSection, ModelSection
 from .targets import peft_config, resolve
 
 log = logging.getLogger(__name__)
 
-TRAINING_INFO = "training.json"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -151,7 +151,7 @@ class TrainedAdapter:
 def check_adapter(adapter_dir: Path, base_dir: Path | None = None) -> TrainedAdapter:
     """The adapter and its base (`base_dir`, or the one the adapter records), after checking they belong together."""
     adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / "adapter_config.json").is_file():
+    if not (adapter_dir / ADAPTER_CONFIG).is_file():
         raise ConfigError(f"{adapter_dir} is not an adapter directory (no adapter_config.json)")
     info_file = adapter_dir / TRAINING_INFO
     info = json.loads(info_file.read_text()) if info_file.is_file() else {}

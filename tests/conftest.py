@@ -67,22 +67,25 @@ def pytest_terminal_summary(terminalreporter, config):
 
 @pytest.fixture(scope="session")
 def embedder(tmp_path_factory):
-    from retrieval.embedding import LocalEmbedding
+    from assistant import Settings
+    from assistant.assembly import shared_embedder
 
-    # The int8 export goes to a fresh cache: the suite builds it as a first run on a new machine does.
-    return LocalEmbedding(cache_dir=tmp_path_factory.mktemp("embeddings"))
+    # The int8 export goes to a fresh cache: the suite builds it as a first run on a new machine does. It is the
+    # process's shared embedder, so every Assistant the CLI, the portal or the API builds in a test uses it too.
+    cache = tmp_path_factory.mktemp("embeddings")
+    return shared_embedder(Settings(data_dir=cache / "data", embedding_cache_dir=cache))
 
 
 @pytest.fixture
 def make_assistant(embedder, tmp_path):
     """Assistants over in-memory stores (or an embedded one when given a path), sharing one embedder."""
-    from assistant import Assistant, Settings
+    from assistant import Settings, build_assistant
 
     opened = []
 
     def make(**overrides):
         settings = Settings(**{"data_dir": tmp_path / "data", "qdrant_path": ":memory:", **overrides})
-        assistant = Assistant(settings, embedder=embedder)
+        assistant = build_assistant(settings, embedder=embedder)
         opened.append(assistant)
         return assistant
 

@@ -26,7 +26,7 @@ TOPICS = [
 def corpus(request, embedder, tmp_path_factory):
     """Thirty documents, each readable by a random set of groups (some by none: admins only), on either engine:
     the embedded qdrant-edge store and qdrant-client (a server's API, here in memory)."""
-    from assistant import Assistant, Settings
+    from assistant import Settings, build_assistant
 
     root = tmp_path_factory.mktemp("access")
     rng = random.Random(7)
@@ -36,7 +36,7 @@ def corpus(request, embedder, tmp_path_factory):
     settings = Settings(
         data_dir=root / "data", qdrant_path=store, generator="local", model_path=model, max_new_tokens=2
     )
-    assistant = Assistant(settings, embedder=embedder)
+    assistant = build_assistant(settings, embedder=embedder)
     allowed = {}
     for n in range(30):
         groups = tuple(sorted(rng.sample(GROUPS, rng.randint(0, 2))))

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st_
 from streamlit.testing.v1 import AppTest
 
-from assistant import Assistant, Settings, cli
+from assistant import Settings, build_assistant, cli
 from assistant.users import UserStore
 
 GROUPS = ["hr", "security", "finance", "staff"]
@@ -41,7 +41,7 @@ def company(tmp_path_factory, embedder):
     data, docs = root / "data", root / "docs"
     docs.mkdir()
     readers = {}
-    with Assistant(Settings(data_dir=data), embedder=embedder) as assistant:
+    with build_assistant(Settings(data_dir=data), embedder=embedder) as assistant:
         for n in range(DOCUMENTS):
             groups = tuple(sorted(rng.sample(GROUPS, rng.randint(0, 2))))
             topic = TOPICS[n % len(TOPICS)]
@@ -62,8 +62,7 @@ def environment(company, embedder):
         for name in ("ASSISTANT_CONFIG", "ASSISTANT_QDRANT_URL", "ASSISTANT_QDRANT_PATH", "ASSISTANT_GENERATOR"):
             patch.delenv(name, raising=False)
         patch.setenv("ASSISTANT_DATA_DIR", str(data))
-        # The model files are the same; loading them once keeps hundreds of commands quick.
-        patch.setattr("assistant.service.LocalEmbedding", lambda *args, **kwargs: embedder)
+        # `embedder` is the process's shared one (assistant.assembly): hundreds of commands load it once.
         yield data, readers
 
 

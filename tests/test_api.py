@@ -333,7 +333,7 @@ def test_streamed_chat_completions_are_server_sent_chunks_ending_with_done(api):
     response = api.post("/v1/chat/completions", "staff", json=chat("How many days of annual leave?", stream=True))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
-    assert response.headers["cache-control"] == "no-cache"
+    assert response.headers["cache-control"] == "no-store"
     events = sse_events(response.text)
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
@@ -413,10 +413,18 @@ def test_failures_behind_the_api_map_to_clear_statuses_and_never_a_traceback(api
     assert response.status_code == 500 and "internal error" in response.json()["error"]
     assert "secret" not in response.text and "Traceback" not in response.text
 
+    # A ValueError or PermissionError from deep inside is a fault of the service, not the caller's: 500, no detail.
+    for fault in (ValueError("could not convert /srv/secret/store/seg-3 to float"), PermissionError("/srv/secret")):
+        monkeypatch.setattr(api.assistant, "search", lambda *args, fault=fault, **kwargs: (_ for _ in ()).throw(fault))
+        response = client.post("/v1/search", headers=api.headers("staff"), json={"query": "leave"})
+        assert response.status_code == 500 and "secret" not in response.text
+
     monkeypatch.setattr(api.assistant, "adapter_audience", lambda: ("hr",))
     monkeypatch.setattr(api.assistant.settings, "adapter", Path("/runs/hr/adapter"))
     response = api.post("/v1/ask", "staff", json={"question": "leave"})
     assert response.status_code == 403 and "adapter" in response.json()["error"]
+    # Neither where the adapter lies nor whose documents it learned.
+    assert "/runs" not in response.text and "hr" not in response.json()["error"].split()
 
 
 def test_bodies_over_the_limit_are_413_whether_declared_or_streamed(make_api):
@@ -526,6 +534,21 @@ def test_answers_are_not_cacheable(api):
     response = api.post("/v1/ask", "staff", json={"question": "leave"})
     assert response.headers["cache-control"] == "no-store"
     assert response.headers["x-content-type-options"] == "nosniff"
+    streamed = api.post("/v1/chat/completions", "staff", json=chat("leave", stream=True))
+    assert streamed.status_code == 200 and streamed.headers["cache-control"] == "no-store"
+
+
+def test_an_upload_answer_names_no_server_path(api):
+    files = [
+        ("files", ("broken.pdf", b"%PDF-1.7 nothing here", "application/pdf")),
+        ("files", ("notes.txt", b"The car park closes at 22:00.", "text/plain")),
+    ]
+    response = api.post("/v1/ingest", "staff", files=files, data={"groups": "staff"})
+
+    assert response.status_code == 200
+    assert str(api.assistant.settings.data_dir) not in response.text and "uploads" not in response.text
+    assert response.json()["report"]["added"] == ["notes.txt"]
+    assert [f["path"] for f in response.json()["report"]["failed"]] == ["broken.pdf"]
 
 
 # --- OIDC bearer tokens ----------------------------------------------------------------------------------------------
@@ -584,7 +607,10 @@ def test_oidc_tokens_sign_in_with_the_groups_they_carry(make_api, identity_provi
     assert response.status_code == 200  # an LDAP DN is not a group name: left out, the rest kept
     assert [Path(d["path"]).name for d in response.json()["documents"]] == ["leave.md"]
     api.client.post("/v1/ask", headers={"Authorization": f"Bearer {valid}"}, json={"question": SALARY_QUESTION})
-    [entry] = AuditLog(api.assistant.settings.audit_log).read(user="olga@example.org")
+    # Audited as who the token says (issuer and subject), with the name people know her by beside it.
+    issuer = identity_provider["settings"]["api_oidc_issuer"]
+    [entry] = AuditLog(api.assistant.settings.audit_log).read(user=f"oidc:{issuer}#u-123")
+    assert entry["name"] == "olga@example.org"
     assert entry["groups"] == ["staff"] and "8% to 12%" not in json.dumps(entry)
 
     now = int(time.time())
@@ -680,7 +706,7 @@ def test_a_client_that_leaves_mid_stream_is_still_audited(api, monkeypatch):
 def command(embedder, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ASSISTANT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("ASSISTANT_QDRANT_PATH", ":memory:")
-    monkeypatch.setattr("assistant.service.LocalEmbedding", lambda *args, **kwargs: embedder)
+    # `embedder` is the process\'s shared one: the Assistant built here uses it (assistant.assembly).
 
     def invoke(*argv):
         code = cli.main(list(argv))

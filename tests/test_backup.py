@@ -80,7 +80,7 @@ QUESTION = "How many days of annual leave do employees get?"
 def embedded(embedder, tmp_path_factory):
     """An installation with an embedded store (samples ingested, a question asked and audited with hashed text, an
     account, an upload), and a backup of it. Tests work on copies of either."""
-    from assistant import Assistant, Settings, User
+    from assistant import Settings, User, build_assistant
     from assistant.users import UserStore
 
     root = tmp_path_factory.mktemp("embedded")
@@ -88,7 +88,7 @@ def embedded(embedder, tmp_path_factory):
     with pytest.MonkeyPatch.context() as monkeypatch:
         _settings_env(monkeypatch, data_dir=data, qdrant_path=data / "qdrant", audit_text="hash")
         settings = Settings()
-        with Assistant(settings, embedder=embedder) as assistant:
+        with build_assistant(settings, embedder=embedder) as assistant:
             admin = User("root", ("admin",))
             assistant.ingest([SAMPLES / "public"], groups=["staff"], user=admin)
             assistant.ingest([SAMPLES / "hr"], groups=["hr"], user=admin)
@@ -111,7 +111,7 @@ def _restore_env(monkeypatch, data: Path) -> None:
 def test_an_embedded_store_comes_back_whole_with_its_audit_log_accounts_and_uploads(
     embedded, embedder, tmp_path, monkeypatch
 ):
-    from assistant import Assistant, Settings, User
+    from assistant import Settings, User, build_assistant
     from assistant.audit import AuditLog
     from assistant.users import UserStore
 
@@ -136,7 +136,7 @@ def test_an_embedded_store_comes_back_whole_with_its_audit_log_accounts_and_uplo
     # The hashing key came back with the log: the question asked before the backup is found by its keyed hash.
     asked = AuditLog(settings.audit_log, texts="hash").read(question=QUESTION)
     assert sorted(entry["event"] for entry in asked) == ["ask", "search"]
-    with Assistant(settings, embedder=embedder) as assistant:
+    with build_assistant(settings, embedder=embedder) as assistant:
         assert [(source.path, source.text) for source in assistant.search(QUESTION, User(*STAFF))] == embedded[
             "searched"
         ]
@@ -169,13 +169,13 @@ def test_the_backup_is_private_and_lists_every_file_with_its_hash(embedded):
 def test_a_backup_refuses_while_another_process_holds_the_store_and_holds_it_while_copying(
     embedded, embedder, tmp_path, monkeypatch, capsys
 ):
-    from assistant import Assistant, Settings
+    from assistant import Settings, build_assistant
     from retrieval import StoreLockedError
 
     data = tmp_path / "data"
     _copytree(embedded["data"], data)
     _restore_env(monkeypatch, data)
-    with Assistant(Settings(), embedder=embedder):  # the portal, say
+    with build_assistant(Settings(), embedder=embedder):  # the portal, say
         assert _run("create", tmp_path / "backup") == 1
     assert "is open in another process" in capsys.readouterr().err
     assert not (tmp_path / "backup").exists() and not (tmp_path / "backup.partial").exists()
@@ -183,7 +183,7 @@ def test_a_backup_refuses_while_another_process_holds_the_store_and_holds_it_whi
     # The other way round: while the backup holds the shards, the store does not open.
     installation = backup.load_installation()
     with backup.edge_locks(list(backup._shards(installation).values())), pytest.raises(StoreLockedError):
-        Assistant(Settings(), embedder=embedder)
+        build_assistant(Settings(), embedder=embedder)
     assert _run("create", tmp_path / "backup") == 0
 
 
@@ -461,6 +461,31 @@ def test_a_server_backup_snapshots_records_then_chunks_downloads_and_deletes_eac
         assert content == f"snapshot of {collection}\n".encode() * 5000
         assert manifest["files"][f"store/{role}.snapshot"]["sha256"] == hashlib.sha256(content).hexdigest()
     assert {"state/audit.jsonl", "state/api_keys.yaml"} <= set(manifest["files"])
+
+
+def test_the_audit_logs_archives_are_backed_up_and_restored_as_one_history(servers, tmp_path, monkeypatch):
+    from assistant.audit import AuditLog
+
+    data = tmp_path / "data"
+    _state(data)
+    log = AuditLog(data / "audit.jsonl", max_bytes=500)
+    for number in range(30):
+        log.record("ask", "bo", number=number)
+    archives = sorted(path.name for path in data.glob("audit.jsonl.*.gz"))
+    assert len(archives) >= 3
+    _server_env(monkeypatch, servers().url, data)
+    assert _run("create", tmp_path / "backup") == 0
+
+    manifest = json.loads((tmp_path / "backup" / "manifest.json").read_text())
+    assert {f"state/{name}" for name in archives} <= set(manifest["files"])
+    assert _run("verify", tmp_path / "backup") == 0
+    _server_env(monkeypatch, servers(collections=()).url, tmp_path / "new-data")
+    assert _run("restore", tmp_path / "backup") == 0
+    restored = AuditLog(tmp_path / "new-data" / "audit.jsonl")
+    assert restored.read() == log.read()
+    assert [e["number"] for e in restored.read(user="bo")] == list(range(29, -1, -1))
+    assert restored.read(user="ana") == [{"event": "ask", "user": "ana"}]  # the first line, in the oldest archive
+    assert sorted(path.name for path in (tmp_path / "new-data").glob("audit.jsonl.*.gz")) == archives
 
 
 def test_a_server_restore_uploads_chunks_then_records_and_replaces_only_when_told(

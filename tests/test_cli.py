@@ -11,7 +11,7 @@ from assistant import cli
 def run(embedder, tmp_path, monkeypatch, capsys):
     """Runs `assistant ...` in-process on an embedded store under tmp_path, reusing the loaded embedder."""
     monkeypatch.setenv("ASSISTANT_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr("assistant.service.LocalEmbedding", lambda *args, **kwargs: embedder)
+    # `embedder` is the process\'s shared one: the Assistant built here uses it (assistant.assembly).
 
     def invoke(*argv):
         code = cli.main(list(argv))
@@ -80,9 +80,9 @@ def test_bad_group_is_a_clear_error_not_a_traceback(run, docs):
 
 
 def test_a_second_process_on_the_embedded_store_gets_a_clear_error(embedder, docs, tmp_path):
-    from assistant import Assistant, Settings
+    from assistant import Settings, build_assistant
 
-    with Assistant(Settings(data_dir=tmp_path / "data"), embedder=embedder) as holding:
+    with build_assistant(Settings(data_dir=tmp_path / "data"), embedder=embedder) as holding:
         holding.ingest([docs], groups=["staff"])
         result = subprocess.run(
             [sys.executable, "-m", "assistant.cli", "documents"],

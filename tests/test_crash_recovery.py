@@ -76,11 +76,11 @@ def _ingest(base: Path, cache: Path, corpus: Path, result: Path | None) -> None:
 
     import tqdm
 
-    from assistant import Assistant, User
+    from assistant import User, build_assistant
 
     # tqdm's default lock is a multiprocessing semaphore, which a killed child would leave to the resource tracker.
     tqdm.tqdm.set_lock(threading.RLock())
-    with Assistant(_settings(base, cache)) as assistant:
+    with build_assistant(_settings(base, cache)) as assistant:
         reports = [assistant.ingest([corpus / folder], groups=groups) for folder, groups in FOLDERS.items()]
         if result is None:
             return

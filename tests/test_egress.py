@@ -32,7 +32,7 @@ from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 from pydantic import ValidationError
 from streamlit.testing.v1 import AppTest
 
-from assistant import Assistant, Settings, User
+from assistant import Settings, User, build_assistant
 from assistant.service import _openai_health
 from assistant.users import UserStore
 from model.generators import GeneratorError
@@ -254,7 +254,7 @@ def test_ingest_search_ask_finetune_and_every_portal_page_attempt_nothing(tmp_pa
     directory, filename = smollm2_gguf()
     settings = Settings(data_dir=data, generator="local", model_path=directory, gguf_file=filename, max_new_tokens=8)
     clock = time.perf_counter()
-    with Assistant(settings, embedder=embedder) as assistant:
+    with build_assistant(settings, embedder=embedder) as assistant:
         for folder, group in (("public", "staff"), ("hr", "hr"), ("security", "security")):
             report = assistant.ingest([SAMPLES / folder], groups=[group])
             assert report.added and not report.failed
@@ -294,7 +294,7 @@ def test_ingest_search_ask_finetune_and_every_portal_page_attempt_nothing(tmp_pa
     for name in ("ASSISTANT_CONFIG", "ASSISTANT_QDRANT_URL", "ASSISTANT_QDRANT_PATH", "ASSISTANT_GENERATOR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ASSISTANT_DATA_DIR", str(data))
-    monkeypatch.setattr("assistant.service.LocalEmbedding", lambda *args, **kwargs: embedder)
+    # `embedder` is the process\'s shared one: the Assistant built here uses it (assistant.assembly).
     st.cache_resource.clear()
     try:
         at = AppTest.from_file(str(ROOT / "ui" / "app.py"), default_timeout=60).run()

@@ -12,7 +12,7 @@ import yaml
 from safetensors.torch import load_file
 from tiny_models import write_model
 
-from assistant.service import AdapterNotPermitted
+from assistant.policy import AdapterNotPermitted
 from assistant.types import User
 from finetune import cli
 from finetune.config import ConfigError, load_config
@@ -62,11 +62,12 @@ def test_documents_to_an_adapter_the_assistant_answers_with(tmp_path, make_assis
         generator="local", model_path=base, adapter=adapter, max_new_tokens=8, qdrant_path=str(store)
     )
     answer = assistant.ask("How many days do I have to file an expense claim?", User("ana", ("staff",)))
-    assert answer.adapter == str(adapter) and answer.sources
+    assert answer.adapter == adapter.parent.name and answer.sources  # the run's name, not the adapter's path
     assert hasattr(assistant.generator.model, "peft_config"), "the in-process model carries the adapter"
     # Someone outside staff may not be answered by what the adapter learned from staff's documents.
-    with pytest.raises(AdapterNotPermitted, match="only staff may read"):
+    with pytest.raises(AdapterNotPermitted) as refused:
         assistant.ask("How many days do I have to file an expense claim?", User("bo", ("hr",)))
+    assert "only staff may read" in refused.value.detail
     assert assistant.audit.read(user="bo", events=["refused"])
 
 

@@ -238,14 +238,14 @@ def test_one_document_goes_to_train_with_a_warning(model_dir, tmp_path):
 @pytest.fixture(scope="module")
 def company(embedder, tmp_path_factory):
     """Copies of the samples ingested into an embedded store on disk, each folder for its group; then closed."""
-    from assistant import Assistant, Settings
+    from assistant import Settings, build_assistant
 
     root = tmp_path_factory.mktemp("company")
     docs = root / "docs"
     for folder in FOLDER_GROUPS:
         shutil.copytree(SAMPLES / folder, docs / folder)
     store = root / "qdrant"
-    with Assistant(Settings(data_dir=root / "data", qdrant_path=str(store)), embedder=embedder) as assistant:
+    with build_assistant(Settings(data_dir=root / "data", qdrant_path=str(store)), embedder=embedder) as assistant:
         for folder, group in FOLDER_GROUPS.items():
             assert assistant.ingest([docs / folder], groups=[group]).ok
     return docs, store

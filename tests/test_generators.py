@@ -14,7 +14,7 @@ from test_model_loading import save_lora, save_tiny_grok, tiny_grok, word_tokeni
 
 from assistant import Answer, Settings, User
 from assistant.extractive import NO_ANSWER
-from assistant.service import AdapterNotPermitted
+from assistant.policy import AdapterNotPermitted
 from model.generators import Generator, GeneratorError
 from model.generators.local import LocalGenerator, StopText
 from model.generators.openai_server import OpenAICompatibleGenerator, _sse_events, _sse_text
@@ -336,12 +336,15 @@ def test_a_served_adapter_answers_only_the_groups_it_was_trained_for(make_assist
     assistant = make_assistant(generator="openai", openai_base_url=server.url, openai_model="m", adapter="hr-lora")
     _ingest(assistant, documents)
     # Unset ASSISTANT_ADAPTER_GROUPS: nobody said who may read what it learned, so only administrators.
-    with pytest.raises(AdapterNotPermitted, match="administrators only"):
+    with pytest.raises(AdapterNotPermitted, match="documents you may not read") as refused:
         assistant.ask("How many days of annual leave?", User("ana", ("staff",)))
+    # The user learns neither the adapter nor whose documents it learned; the operator's detail says both.
+    assert "hr-lora" not in str(refused.value) and "administrators only" in refused.value.detail
     assert assistant.ask("How many days of annual leave?", User("root", ("admin",))).adapter == "hr-lora"
     assistant.settings.adapter_groups = ("hr",)
-    with pytest.raises(AdapterNotPermitted, match="only hr may read"):
+    with pytest.raises(AdapterNotPermitted) as refused:
         assistant.ask("How many days of annual leave?", User("ana", ("staff",)))
+    assert "hr" not in str(refused.value).split() and "only hr may read" in refused.value.detail
     assert [e["event"] for e in assistant.audit.read(user="ana")] == ["refused", "refused"]
     assert len(server.requests) == 1  # the model never saw a refused question
 
@@ -357,7 +360,8 @@ def test_the_assistant_runs_a_local_model_directory_with_an_adapter(make_assista
 
     *pieces, answer = assistant.stream("How many days of annual leave?", User("ana", ("staff",)))
 
-    assert (answer.model, answer.adapter) == ("tiny-grok", str(tmp_path / "hr-lora")) and len(answer.sources) == 1
+    # Readers see the adapter's name, not where it lies on the server.
+    assert (answer.model, answer.adapter) == ("tiny-grok", "hr-lora") and len(answer.sources) == 1
     assert isinstance(assistant.generator.model, PeftModel) and not assistant.generator.uses_chat_template
     assert answer.text == "".join(pieces).strip() and 0 < assistant.generator.last_completion_tokens <= 6
 

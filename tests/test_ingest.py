@@ -208,7 +208,7 @@ def test_a_file_that_turns_corrupt_keeps_its_stored_version(make_assistant, tmp_
 
 
 def test_delete_by_path_and_by_id(make_assistant, tmp_path, admin):
-    from assistant import DocumentNotFound
+    from assistant import NotFound
 
     a = write(tmp_path / "a.md", "# A\n\nThe library lends laptops for up to two weeks at a time.")
     b = write(tmp_path / "b.md", "# B\n\nThe gym in the basement is open to staff from 6 am.")
@@ -218,22 +218,22 @@ def test_delete_by_path_and_by_id(make_assistant, tmp_path, admin):
     assert assistant.delete(a).path == str(a.resolve())
     assert assistant.delete(document_id(b)).path == str(b.resolve())
     assert assistant.documents(admin) == [] and assistant.store.count_chunks() == 0
-    with pytest.raises(DocumentNotFound, match="assistant documents"):
+    with pytest.raises(NotFound, match="assistant documents"):
         assistant.delete(a)
 
 
 def test_embedded_store_persists_and_refuses_a_second_holder(embedder, tmp_path, admin):
-    from assistant import Assistant, Settings
+    from assistant import Settings, build_assistant
     from retrieval import StoreLockedError
 
     doc = write(tmp_path / "a.md", "# A\n\nThe fire assembly point is the north car park.")
     settings = Settings(data_dir=tmp_path / "data")
     assert settings.qdrant_path == str(tmp_path / "data" / "qdrant")
-    with Assistant(settings, embedder=embedder) as first:
+    with build_assistant(settings, embedder=embedder) as first:
         first.ingest([doc], groups=["staff"])
         with pytest.raises(StoreLockedError, match="one process at a time.*ASSISTANT_QDRANT_URL"):
-            Assistant(settings, embedder=embedder)
-    with Assistant(settings, embedder=embedder) as reopened:
+            build_assistant(settings, embedder=embedder)
+    with build_assistant(settings, embedder=embedder) as reopened:
         assert "north car park" in reopened.search("where do we gather in a fire", admin, k=1)[0].text
         assert reopened.ingest([doc], groups=["staff"]).unchanged == [str(doc.resolve())]
 

@@ -143,3 +143,24 @@ def test_use_adapter_refuses_what_is_not_an_adapter(make_assistant, tmp_path):
         with pytest.raises(ValueError, match=reason):
             assistant.use_adapter(path)
     assert assistant.settings.adapter is None
+
+
+def test_a_runs_file_layout_is_named_in_one_place():
+    """finetune writes a run and the assistant reads it by the same names (model/run_layout.py): a file name spelled
+    out anywhere else could drift from it, and the portal would stop finding logs or an adapter's audience."""
+    import ast
+
+    from conftest import ROOT
+
+    from model import run_layout
+
+    names = {value for key, value in vars(run_layout).items() if key.isupper()}
+    spelled = []
+    for package in ("assistant", "finetune", "model", "ui"):
+        for path in (ROOT / package).rglob("*.py"):
+            if path.name == "run_layout.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and node.value in names - {"config.json", "adapter", "serves"}:
+                    spelled.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value}")
+    assert spelled == []

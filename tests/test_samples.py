@@ -18,10 +18,10 @@ def squash(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def company(embedder, tmp_path_factory):
-    from assistant import Assistant, Settings
+    from assistant import Settings, build_assistant
 
     data = tmp_path_factory.mktemp("company")
-    assistant = Assistant(Settings(data_dir=data, qdrant_path=":memory:"), embedder=embedder)
+    assistant = build_assistant(Settings(data_dir=data, qdrant_path=":memory:"), embedder=embedder)
     for folder, group in FOLDER_GROUPS.items():
         report = assistant.ingest([SAMPLES / folder], groups=[group])
         assert report.ok and not report.skipped and len(report.added) >= 1, report

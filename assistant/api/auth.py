@@ -103,7 +103,7 @@ class Authenticator:
             raise Unauthenticated(str(exc), reason="token") from None
         except ProviderUnavailable as exc:
             raise CredentialsUnavailable(str(exc)) from None
-        return Caller(user, f"token:{user.name}")
+        return Caller(user, f"token:{user.id}")  # the issuer and subject: two people never share a limit
 
 
 class AuthMiddleware:

@@ -17,9 +17,10 @@ from qdrant_client.http.exceptions import ApiException
 from starlette.exceptions import HTTPException
 
 from assistant.audit import AuditError
-from assistant.service import DocumentNotFound
+from assistant.errors import InvalidRequest, NotFound, NotPermitted, StoreUnavailable
 from model import ModelLoadError
 from model.generators import GeneratorError
+from retrieval import InvalidGroupName
 from retrieval.embedding import ModelNotFound
 
 log = logging.getLogger("assistant.api")
@@ -40,11 +41,13 @@ def unauthorized(message: str, presented: bool) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(DocumentNotFound, _not_found)
-    # PermissionError covers AdapterNotPermitted and the ingestion's "only your own groups".
-    app.add_exception_handler(PermissionError, _forbidden)
-    # ValueError covers InvalidGroupName and the service's own refusals ("the query is empty").
-    app.add_exception_handler(ValueError, _unprocessable)
+    # The Assistant's own refusals, whose messages are written for whoever asked (assistant/errors.py). Nothing
+    # wider: a ValueError or PermissionError from deeper down is a fault of the service, answered 500 without detail.
+    app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(NotPermitted, _forbidden)
+    app.add_exception_handler(InvalidRequest, _unprocessable)
+    app.add_exception_handler(InvalidGroupName, _unprocessable)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(AuditError, _audit_unavailable)
     for unavailable in (GeneratorError, ModelLoadError, ModelNotFound):
         app.add_exception_handler(unavailable, _generator_unavailable)
@@ -74,11 +77,12 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return error_response(422, "the request is not valid: " + "; ".join(problems))
 
 
-async def _not_found(request: Request, exc: DocumentNotFound) -> JSONResponse:
+async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
     return error_response(404, str(exc))
 
 
-async def _forbidden(request: Request, exc: PermissionError) -> JSONResponse:
+async def _forbidden(request: Request, exc: NotPermitted) -> JSONResponse:
+    log.info("refused %s %s: %s", request.method, request.url.path, exc.detail)  # which rule, for the operator
     return error_response(403, str(exc))
 
 
@@ -102,7 +106,7 @@ async def _generator_unavailable(request: Request, exc: Exception) -> JSONRespon
     )
 
 
-async def _store_unavailable(request: Request, exc: ApiException) -> JSONResponse:
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.error("the document store is unavailable: %s", exc)
     return error_response(
         503, "the document store is not reachable now: try again later; the operator will find the cause in the log"

@@ -29,6 +29,7 @@ from assistant.api.schemas import (
     error_responses,
 )
 from assistant.api.state import ApiState, api_state
+from assistant.errors import InvalidRequest
 from assistant.types import Answer, User
 from model.prompt import Turn
 
@@ -82,12 +83,12 @@ def conversation(messages: list[ChatMessage]) -> tuple[str, list[Turn]]:
     """The question (the last user message) and the turns before it (each user message with the answer after it)."""
     said = [(message.role, message.text()) for message in messages if message.role in ("user", "assistant")]
     if not said or said[-1][0] != "user":
-        raise ValueError("the last user or assistant message must be the user's question (role 'user')")
+        raise InvalidRequest("the last user or assistant message must be the user's question (role 'user')")
     question = said[-1][1]
     if not question.strip():
-        raise ValueError("the question (the last user message) is empty")
+        raise InvalidRequest("the question (the last user message) is empty")
     if len(question) > MAX_QUESTION_CHARS:
-        raise ValueError(f"the question (the last user message) is longer than {MAX_QUESTION_CHARS} characters")
+        raise InvalidRequest(f"the question (the last user message) is longer than {MAX_QUESTION_CHARS} characters")
     turns, asked = [], None
     for role, text in said[:-1]:
         if role == "user":
@@ -140,8 +141,9 @@ async def _streamed(api: ApiState, user: User, question: str, history: list[Turn
                 # Assistant.stream writes at its end: the rest is produced, unsent, in a thread of its own.
                 threading.Thread(target=_drain, args=(pieces,), name="drain-answer", daemon=True).start()
 
-    # no-cache and X-Accel-Buffering: a proxy (nginx) must pass each piece on as it comes, not hold the stream.
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    # no-store as on every other answer (an answer quotes documents: no cache on the way may keep it); and
+    # X-Accel-Buffering: a proxy (nginx) must pass each piece on as it comes, not hold the stream.
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 

@@ -19,6 +19,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
+from assistant import policy
 from assistant.api.auth import caller
 from assistant.api.schemas import Liveness, Readiness, error_responses
 from assistant.api.state import ApiState, api_state
@@ -26,7 +27,6 @@ from assistant.types import User
 
 log = logging.getLogger("assistant.api")
 
-METRICS_GROUP = "metrics"
 
 router = APIRouter(tags=["operations"])
 
@@ -69,6 +69,5 @@ def readyz(api: Annotated[ApiState, Depends(api_state)]) -> JSONResponse:
 )
 async def metrics(user: Annotated[User, Depends(caller)], api: Annotated[ApiState, Depends(api_state)]) -> Response:
     """Requests, latency, retrieval and generation time, ingestion counts, in Prometheus' text format."""
-    if not (user.is_admin or METRICS_GROUP in user.groups):
-        raise PermissionError(f"metrics are for administrators and members of the group {METRICS_GROUP!r}")
+    policy.check_metrics(user)
     return Response(api.metrics.render(), media_type=api.metrics.content_type)

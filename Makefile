@@ -39,8 +39,10 @@ run: install
 		echo "DEMO CREDENTIAL, for trying the portal only: name demo, password $$password" && \
 		echo "  (set a real one with: ASSISTANT_DATA_DIR=$(DATA_DIR) $(BIN)/assistant users add demo --group admin)"; \
 	fi
+	@# browser.serverAddress: the address browsers use; a page from it is accepted without Streamlit asking
+	@# checkip.amazonaws.com for this machine's public IP (.streamlit/config.toml says where in Streamlit's source).
 	ASSISTANT_DATA_DIR=$(DATA_DIR) $(BIN)/streamlit run ui/app.py \
-		--server.address $(PORTAL_ADDRESS) --server.port $(PORTAL_PORT)
+		--server.address $(PORTAL_ADDRESS) --server.port $(PORTAL_PORT) --browser.serverAddress $(PORTAL_ADDRESS)
 
 test: install browser
 	$(BIN)/pytest -q

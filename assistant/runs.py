@@ -30,6 +30,11 @@ class RunInfo:
     base_eval_loss: float | None
     adapter: Path | None
 
+    @property
+    def eval_file(self) -> Path:
+        """Where `finetune eval` keeps the base model's held-out figures for this run."""
+        return self.path / EVAL_FILE
+
 
 def list_runs(root: Path) -> list[RunInfo]:
     """Every run under root, by name; a missing root holds none."""

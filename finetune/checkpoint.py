@@ -5,19 +5,30 @@ A checkpoint holds only what training changes: the LoRA weights and their optimi
 the scheduler, the step and each process's RNG state. It is written to `step-N.partial` and renamed to `step-N`
 only once every process has finished, so a crash or a full disk mid-write leaves the previous checkpoint as the
 latest one.
+
+Loading unpickles nothing that can name code: the RNG files and dcp's non-tensor values (the optimizer's learning
+rate, betas, parameter names) are read with `torch.load(weights_only=True)`, and dcp's `.metadata` with an unpickler
+that knows only dcp's own metadata classes. A checkpoint directory is data another process (or person) may have
+written; what it holds must not run as the training job's user.
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
 
 import torch
 import torch.distributed.checkpoint as dcp
+import torch.distributed.checkpoint.metadata as dcp_metadata
+from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 _NAME = re.compile(r"^step-(\d{8})$")
@@ -108,7 +119,19 @@ class Checkpoints:
         state = json.loads((path / STATE).read_text())
         model_state, optim_state = get_state_dict(model, optimizer, options=TRAINABLE_ONLY)
         loaded = {"model": model_state, "optim": optim_state}
-        dcp.load(loaded, checkpoint_id=path)
+        try:
+            # Read alone first: inside dcp.load, a refused unpickling comes back as text in dcp's own exception.
+            _MetadataOnlyReader(path).read_metadata()
+            dcp.load(loaded, storage_reader=_MetadataOnlyReader(path), planner=_WeightsOnlyPlanner())
+            rng = path / f"rng-{self.accelerator.process_index}.pt"
+            rng_state = torch.load(rng, weights_only=True) if rng.is_file() else None
+        except pickle.UnpicklingError as error:
+            raise _not_loaded(path, error) from None
+        except CheckpointException as error:  # a BaseException, wrapping what each rank raised
+            refused = [failure for failure, _ in error.failures.values() if isinstance(failure, pickle.UnpicklingError)]
+            if not refused:
+                raise
+            raise _not_loaded(path, refused[0]) from None
         set_state_dict(
             model,
             optimizer,
@@ -117,10 +140,68 @@ class Checkpoints:
             options=INTO_TRAINABLE,
         )
         scheduler.load_state_dict(state["scheduler"])
-        rng = path / f"rng-{self.accelerator.process_index}.pt"
-        if rng.is_file():
-            _set_rng_state(torch.load(rng, weights_only=False))
+        if rng_state is not None:
+            _set_rng_state(rng_state)
         return state
+
+
+def _not_loaded(path: Path, error: pickle.UnpicklingError) -> CheckpointError:
+    return CheckpointError(
+        f"{path} holds something other than tensors and plain values, so it was not written by finetune (or was "
+        f"altered since) and is not loaded: {str(error).splitlines()[0]}. Delete it and resume from an earlier "
+        "checkpoint, or start the run again without --resume"
+    )
+
+
+class _WeightsOnlyPlanner(DefaultLoadPlanner):
+    """dcp's planner, but its non-tensor values load with weights_only=True (dcp's own uses weights_only=False)."""
+
+    def load_bytes(self, read_item, value: io.BytesIO) -> None:
+        loaded = torch.load(value, weights_only=True)
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = loaded
+
+
+class _MetadataOnlyReader(FileSystemReader):
+    """dcp's reader, but `.metadata` is unpickled allowing only the classes dcp writes there (dcp uses pickle.load)."""
+
+    def read_metadata(self, *args, **kwargs) -> dcp_metadata.Metadata:
+        with self.fs.create_stream(self._get_metadata_path(kwargs.get("rank")), "rb") as stream:
+            metadata = _MetadataUnpickler(stream).load()
+        if not isinstance(metadata, dcp_metadata.Metadata):
+            raise pickle.UnpicklingError(f"the checkpoint's metadata is a {type(metadata).__name__}, not dcp Metadata")
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = dcp_metadata.StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+# What torch 2.13's dcp.save pickles into .metadata besides its metadata classes and dtypes: the filesystem writer's
+# _StorageInfo, tensor sizes and layouts, and the checkpoint's path.
+_METADATA_GLOBALS = frozenset(
+    {
+        ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+        ("torch.serialization", "_get_layout"),  # looks a layout up by name among torch's own
+        ("torch", "Size"),
+        ("pathlib", "PosixPath"),
+        ("pathlib", "PurePosixPath"),
+    }
+)
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in _METADATA_GLOBALS:
+            return super().find_class(module, name)
+        if module == dcp_metadata.__name__:
+            found = getattr(dcp_metadata, name, None)
+            if isinstance(found, type) and found.__module__ == module:
+                return found
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint's metadata")
 
 
 def _rng_state() -> dict:

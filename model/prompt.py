@@ -76,12 +76,21 @@ class Prompt:
 
 
 # A document could close its own source and open a forged one (or pose as the question); its tags are neutralised.
-_SOURCE_TAG = re.compile(r"<(/?)(source)", re.IGNORECASE)
+# A model reads a tag more loosely than a parser does, so anything a reader would take for one counts: spaces or
+# invisible characters after the bracket or the slash (`< source`, `</ source>`, `<\tsource`), any case (`<SOURCE>`),
+# full-width or small brackets, slashes and letters (`＜／ｓｏｕｒｃｅ`), and the bracket or slash written as an HTML
+# entity (`&lt;/source&gt;`, `&#60;`, `&#x3c;`). Each becomes one inert form, `&lt;source` or `&lt;/source`.
+_GAP = r"[\s\u200b-\u200d\u2060\ufeff]*"  # whitespace, and zero-width characters a reader would not see
+_OPEN = r"(?:<|\uff1c|\ufe64|&(?:lt|\#0*60(?!\d)|\#x0*3c(?![0-9a-f]));?)"
+_SLASH = r"(?:/|\uff0f|&(?:sol;|\#0*47(?!\d);?|\#x0*2f(?![0-9a-f]);?))"
+# Each letter also in its full-width form; IGNORECASE covers both cases of each (and the long s, `ſ`).
+_WORD = "".join(f"[{letter}{chr(ord(letter) - ord('a') + 0xFF41)}]" for letter in "source")
+_SOURCE_TAG = re.compile(f"{_OPEN}{_GAP}(?P<slash>{_SLASH})?{_GAP}{_WORD}", re.IGNORECASE)
 
 
 def quoted(text: str) -> str:
-    """A document's text as it may stand inside <source>...</source>: no tag in it can end the quote."""
-    return _SOURCE_TAG.sub(r"&lt;\1\2", text)
+    """A document's text as it may stand inside <source>...</source>: no tag in it can end the quote or open one."""
+    return _SOURCE_TAG.sub(lambda tag: "&lt;/source" if tag["slash"] else "&lt;source", text)
 
 
 def build_prompt(

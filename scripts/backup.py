@@ -11,7 +11,8 @@ file ASSISTANT_CONFIG names), so the script acts on the installation those setti
 - the store: with ASSISTANT_QDRANT_URL, a snapshot of each collection made by the Qdrant server and downloaded
   through its API; with the embedded store, a copy of its two shards made while holding their locks, so no process
   writes them meanwhile (one that has the store open makes the backup refuse, and naming it is all there is to do);
-- the audit log, its rotated copies and its hashing key; the portal's accounts; the API keys; the portal's uploads.
+- the audit log, its archives (and any older numbered copies) and its hashing key; the portal's accounts; the API
+  keys; the portal's uploads.
 
 DEST/manifest.json lists every file with its size and SHA-256. `verify` and `restore` check all of them before
 anything is touched, and `restore` never deletes: a file or embedded shard it replaces is moved aside with a
@@ -53,8 +54,11 @@ SNAPSHOT_ORDER = (RECORDS, CHUNKS)
 RESTORE_ORDER = (CHUNKS, RECORDS)
 _CHUNK = 1 << 20
 _AUDIT = "audit.jsonl"
-_ROTATED = re.compile(r"audit\.jsonl\.[1-9][0-9]{0,2}")
-_STATE_ROLES = re.compile(r"audit\.jsonl(\.[1-9][0-9]{0,2}|\.key)?|users\.yaml|api_keys\.yaml")
+# The audit log's history (assistant/audit.py): gzip archives audit.jsonl.YYYYMMDDTHHMMSSZ-NNNNNN.gz, the same name
+# without .gz for a live file a crash left moved aside, and the numbered copies older versions rotated into.
+_HISTORY = r"\.(?:[1-9][0-9]{0,2}|[0-9]{8}T[0-9]{6}Z-[0-9]{6,}(?:\.gz)?)"
+_ROTATED = re.compile(r"audit\.jsonl" + _HISTORY)
+_STATE_ROLES = re.compile(r"audit\.jsonl(" + _HISTORY + r"|\.key)?|users\.yaml|api_keys\.yaml")
 
 
 class BackupError(RuntimeError):
@@ -80,13 +84,7 @@ class Installation:
     def from_settings(cls, settings) -> Installation:
         audit = Path(settings.audit_log)
         api_keys = getattr(settings, "api_keys_file", None) or Path(settings.data_dir) / "api_keys.yaml"
-        state = {_AUDIT: audit, f"{_AUDIT}.key": audit.with_name(audit.name + ".key")}
-        # Rotated copies: the audit log keeps five, but whatever number is on disk is what there is to keep.
-        if audit.parent.is_dir():
-            for path in audit.parent.iterdir():
-                suffix = path.name[len(audit.name) :]
-                if path.name.startswith(audit.name) and _ROTATED.fullmatch(_AUDIT + suffix):
-                    state[_AUDIT + suffix] = path
+        state = _audit_family(audit)
         state["users.yaml"] = Path(settings.users_file)
         state["api_keys.yaml"] = Path(api_keys)
         key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
@@ -115,11 +113,26 @@ class Installation:
         # A rotated copy the backup has and this installation does not (yet).
         return self.audit_log.with_name(self.audit_log.name + role[len(_AUDIT) :])
 
+    def audit_family(self) -> dict[str, Path]:
+        """The audit log's files as they are now: listed again under its lock, a rotation cannot slip between."""
+        return _audit_family(self.audit_log)
+
     def describe(self) -> str:
         if self.qdrant_url:
             parts = urlsplit(self.qdrant_url)
             return f"Qdrant server {parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
         return f"embedded store {self.qdrant_path}"
+
+
+def _audit_family(audit: Path) -> dict[str, Path]:
+    """The log, its hashing key and every file of its history on disk, by role (a default file name)."""
+    family = {_AUDIT: audit, f"{_AUDIT}.key": audit.with_name(audit.name + ".key")}
+    if audit.parent.is_dir():
+        for path in audit.parent.iterdir():
+            suffix = path.name[len(audit.name) :]
+            if path.name.startswith(audit.name) and _ROTATED.fullmatch(_AUDIT + suffix):
+                family[_AUDIT + suffix] = path
+    return family
 
 
 def load_installation() -> Installation:
@@ -482,12 +495,13 @@ def backup_state(installation: Installation, partial: Path, manifest: Manifest) 
     others = {role: path for role, path in installation.state.items() if not role.startswith(_AUDIT)}
     groups = [(installation.audit_log, audit_family)] + [(path, {role: path}) for role, path in others.items()]
     for lock, files in groups:
-        present = {role: path for role, path in files.items() if path.is_file()}
-        if not present:
+        if not any(path.is_file() for path in files.values()):
             continue
         with _file_lock(lock):
-            for role, path in present.items():
-                if path.is_file():  # rotated away between the listing and the lock
+            if lock == installation.audit_log:
+                files = installation.audit_family()  # a rotation before the lock made an archive of the live file
+            for role, path in files.items():
+                if path.is_file():
                     key = f"state/{role}"
                     size, digest = _copy(path, partial / key)
                     manifest.files[key] = {"size": size, "sha256": digest}
@@ -528,11 +542,11 @@ def restore_state(installation: Installation, backup: Path, manifest: dict, stam
     roles = {key.split("/", 1)[1] for key in files if key.startswith("state/")}
     audit_roles = {role for role in roles if role.startswith(_AUDIT)}
     if audit_roles:
-        # The log and its rotated copies are one history: a current copy that the backup's would not replace
-        # (audit.jsonl.3 when the backup stops at .2) would splice two histories together, so it is moved aside too.
+        # The log and its archives are one history: a current file that the backup's would not replace (an archive
+        # made after the backup) would splice two histories together, so it is moved aside too, not deleted.
         with _file_lock(installation.audit_log):
-            for role, path in installation.state.items():
-                if role.startswith(_AUDIT) and role not in audit_roles and path.is_file():
+            for role, path in installation.audit_family().items():
+                if role not in audit_roles and path.is_file():
                     os.replace(path, _aside(path, stamp))
                     done.append(f"moved {path} aside to {_aside(path, stamp).name}")
             for role in sorted(audit_roles):

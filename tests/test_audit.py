@@ -1,11 +1,18 @@
+import errno
+import gzip
 import hashlib
 import json
+import multiprocessing
+import os
+import shutil
+import stat
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from assistant.audit import AuditError, AuditLog
+from assistant.audit import MAX_TEXT_CHARS, AuditError, AuditLog
 from retrieval.store import chunk_point_id
 
 
@@ -43,18 +50,173 @@ def test_read_by_time(tmp_path):
     assert audit.read(since=datetime.now(UTC) + timedelta(days=1)) == []
 
 
-def test_rotation_keeps_n_backups_and_read_spans_them(tmp_path):
-    audit = AuditLog(tmp_path / "audit.jsonl", max_bytes=300, backups=2)
+def test_rotation_archives_every_file_and_read_spans_them(tmp_path):
+    audit = AuditLog(tmp_path / "audit.jsonl", max_bytes=300)
     for number in range(40):
         audit.record("ask", "ana", number=number)
 
-    files = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock"))
-    assert files == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"]
-    assert all(p.stat().st_size <= 300 for p in audit.files())
+    archives = _archives(audit)
+    assert len(archives) >= 5 and all(p.stat().st_size <= 300 for p in [audit.path])
+    assert len(audit.files()) == len(archives) + 1 and audit.files()[0] == audit.path
+    # Newest first, without gaps, back to the very first event.
+    assert [e["number"] for e in audit.read()] == list(range(39, -1, -1))
 
-    numbers = [e["number"] for e in audit.read()]
-    # Newest first, without gaps, back to the oldest line the two backups still hold.
-    assert numbers[0] == 39 and numbers == list(range(39, 39 - len(numbers), -1)) and numbers[-1] > 0
+
+def _archives(audit: AuditLog) -> list[Path]:
+    return sorted(audit.path.parent.glob(audit.path.name + ".*.gz"))
+
+
+def _stored_strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _stored_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _stored_strings(item)
+
+
+def test_a_flood_of_huge_comments_erases_no_one_elses_record(tmp_path):
+    audit = AuditLog(tmp_path / "audit.jsonl", max_bytes=20_000)
+    audit.record("ask", "ana", texts={"question": "How many days of annual leave?"}, groups=["staff"])
+    comment = "spam " * 200_000  # a million characters, sent sixty times from the portal
+    for number in range(60):
+        audit.record("feedback", "mallory", texts={"question": "q", "answer": "a", "comment": comment}, n=number)
+
+    [ask] = audit.read(user="ana")
+    assert ask["question"] == "How many days of annual leave?"
+    assert [e["n"] for e in audit.read(user="mallory")] == list(range(59, -1, -1))
+    archives = _archives(audit)
+    assert len(archives) >= 10, "many rotations happened"
+    for archive in archives:
+        assert archive.read_bytes()[:2] == b"\x1f\x8b" and gzip.decompress(archive.read_bytes())
+        assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    entries = audit.read()
+    assert all(len(text) <= MAX_TEXT_CHARS for entry in entries for text in _stored_strings(entry))
+    assert entries[0]["comment"].endswith(f"… [truncated, {len(comment)} characters in all]")
+    assert entries[0]["comment"].startswith("spam spam")
+    # The flood costs the disk about MAX_TEXT_CHARS per event, compressed; not a million characters each.
+    assert sum(p.stat().st_size for p in audit.files()) < 100_000
+
+
+def test_every_string_field_is_capped_and_a_long_question_is_still_found(tmp_path):
+    question = "Which of these " + "x" * 10_000 + " is it?"
+    for texts in ("text", "hash"):
+        audit = AuditLog(tmp_path / texts / "audit.jsonl", texts=texts)
+        entry = audit.record(
+            "ingest", "ana", texts={"question": question}, paths=["/srv/" + "d/" * 5_000], reason="r" * 9_000
+        )
+        assert all(len(text) <= MAX_TEXT_CHARS for text in _stored_strings(entry))
+        assert entry["paths"][0].startswith("/srv/d/d/")
+        assert entry["paths"][0].endswith("… [truncated, 10005 characters in all]")
+        assert audit.read() == [entry]
+        # Hashed, the hash covers the whole question; as text, the log keeps (and matches) its truncated form, which
+        # a question differing only past the cap shares.
+        assert audit.read(question=question) == [entry]
+        assert audit.read(question=question.replace("is it", "as it")) == ([] if texts == "hash" else [entry])
+    assert entry["question_hmac"] == audit.digest(question)
+
+
+def test_a_full_disk_refuses_the_event_and_keeps_the_log_as_it_was(tmp_path, monkeypatch):
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    audit.record("ask", "ana", texts={"question": "one"})
+    audit.record("ask", "bob", texts={"question": "two"})
+    before = audit.path.read_bytes()
+
+    real_write = os.write
+
+    def fills_the_disk(descriptor, data):
+        if b'"carol"' not in bytes(data):
+            return real_write(descriptor, data)
+        real_write(descriptor, bytes(data)[: len(data) // 2])  # the disk fills halfway through the line
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", fills_the_disk)
+    with pytest.raises(AuditError, match="No space left on device. Free disk space"):
+        audit.record("ask", "carol", texts={"question": "three"})
+    monkeypatch.undo()
+
+    assert audit.path.read_bytes() == before, "the half line is taken back"
+    assert [e["question"] for e in audit.read()] == ["two", "one"]
+    audit.record("ask", "carol", texts={"question": "three"})
+    assert [e["question"] for e in audit.read()] == ["three", "two", "one"]
+
+
+def test_a_disk_that_fills_during_a_rotation_refuses_the_event_and_loses_nothing(tmp_path, monkeypatch):
+    audit = AuditLog(tmp_path / "audit.jsonl", max_bytes=1_000)
+    for number in range(20):
+        audit.record("ask", "ana", number=number)
+    archived = _archives(audit)
+    written = [e["number"] for e in audit.read()]
+
+    def fills_the_disk(source, target, length=0):
+        target.write(source.read(100))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfileobj", fills_the_disk)
+    with pytest.raises(AuditError, match="No space left on device"):
+        for number in range(20, 40):
+            audit.record("ask", "ana", number=number)
+    refused = number
+    monkeypatch.undo()
+
+    assert _archives(audit) == archived, "no half archive under an archive's name"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert [e["number"] for e in audit.read()][-len(written) :] == written
+    assert [e["number"] for e in audit.read()] == list(range(refused - 1, -1, -1))
+    # With space again, the rotation that failed is finished and the log goes on.
+    for number in range(refused, refused + 30):
+        audit.record("ask", "ana", number=number)
+    assert [e["number"] for e in audit.read()] == list(range(refused + 29, -1, -1))
+    assert all(p.suffix == ".gz" for p in audit.files()[1:])
+
+
+def test_a_rotation_cut_short_by_a_crash_is_finished_by_the_next_writer(tmp_path):
+    audit = AuditLog(tmp_path / "audit.jsonl", max_bytes=1_000)
+    for number in range(20):
+        audit.record("ask", "ana", number=number)
+    newest = _archives(audit)[-1]
+    # Killed after the archive was renamed into place, before the moved-aside file was removed ...
+    moved = newest.with_name(newest.name.removesuffix(".gz"))
+    moved.write_bytes(gzip.decompress(newest.read_bytes()))
+    assert [e["number"] for e in audit.read()] == list(range(19, -1, -1)), "read once, not twice"
+    # ... and killed mid-way through compressing the next rotation.
+    audit.path.rename(audit.path.with_name(audit.path.name + ".20990101T000000Z-999999"))
+    stray = tmp_path / ".audit.jsonl.20990101T000000Z-999999.abc.gz.tmp"
+    stray.write_bytes(b"\x1f\x8b half")
+    assert [e["number"] for e in audit.read()] == list(range(19, -1, -1))
+
+    again = AuditLog(tmp_path / "audit.jsonl", max_bytes=1_000)  # the restarted process
+    again.record("ask", "ana", number=20)
+    assert not moved.exists() and not stray.exists()
+    assert all(p.suffix == ".gz" for p in again.files()[1:])
+    assert [e["number"] for e in again.read()] == list(range(20, -1, -1))
+
+
+def _write_from_another_process(path, writer):
+    audit = AuditLog(path, max_bytes=2_000)
+    for number in range(60):
+        audit.record("ask", f"user{writer}", texts={"question": "x" * 100}, number=number)
+
+
+def test_processes_rotating_the_same_log_lose_and_repeat_nothing(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_write_from_another_process, args=(path, writer)) for writer in range(4)]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(60)
+        assert process.exitcode == 0
+
+    audit = AuditLog(path)
+    for writer in range(4):
+        assert [e["number"] for e in audit.read(user=f"user{writer}")] == list(range(59, -1, -1))
+    sequences = [int(p.name.split("-")[-1].removesuffix(".gz")) for p in _archives(audit)]
+    assert sorted(sequences) == list(range(1, len(sequences) + 1)) and len(sequences) > 4
 
 
 def test_a_torn_last_line_is_skipped_and_the_next_event_starts_a_line(tmp_path):
@@ -69,7 +231,7 @@ def test_a_torn_last_line_is_skipped_and_the_next_event_starts_a_line(tmp_path):
 
 
 def test_concurrent_writers_produce_whole_lines(tmp_path):
-    audit = AuditLog(tmp_path / "audit.jsonl", max_bytes=20_000, backups=50)
+    audit = AuditLog(tmp_path / "audit.jsonl", max_bytes=20_000)
 
     def write(writer):
         for number in range(50):
@@ -81,8 +243,8 @@ def test_concurrent_writers_produce_whole_lines(tmp_path):
     for thread in threads:
         thread.join()
 
-    lines = [line for path in audit.files() for line in path.read_text().splitlines()]
-    assert len(lines) == 400 and all(json.loads(line)["question"] == "x" * 200 for line in lines)
+    entries = audit.read()
+    assert len(entries) == 400 and all(entry["question"] == "x" * 200 for entry in entries)
     for writer in range(8):
         mine = [e["number"] for e in audit.read(user=f"user{writer}")]
         assert mine == list(range(49, -1, -1))
@@ -113,6 +275,13 @@ def handbook(tmp_path):
     return folder
 
 
+def _uploaded(assistant, user, source: Path) -> Path:
+    """`source` copied into `user`'s upload folder: the only files a user (not the operator) may have ingested."""
+    folder = assistant.upload_folder(user)
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(source, folder / source.name))
+
+
 def test_ingest_ask_feedback_delete_are_recorded_with_who_and_what(make_assistant, handbook, tmp_path):
     from assistant import User
 
@@ -120,18 +289,19 @@ def test_ingest_ask_feedback_delete_are_recorded_with_who_and_what(make_assistan
     assistant = make_assistant()
     assert assistant.audit.path == tmp_path / "data" / "audit.jsonl"
 
-    assistant.ingest([handbook / "leave.md"], groups=["staff"], user=admin)
+    uploaded = _uploaded(assistant, admin, handbook / "leave.md")  # someone acting through the portal uploads
+    assistant.ingest([uploaded], groups=["staff"], user=admin)
     assistant.ingest(handbook / "secret.md", groups=["security"])  # no user: a command-line ingest, not recorded
     answer = assistant.ask("How many days of annual leave?", ana)
     assistant.feedback(ana, "How many days of annual leave?", answer.text, -1, comment="it is 30 now")
-    assistant.delete(handbook / "leave.md", user=admin)
+    assistant.delete(uploaded, user=admin)
 
     delete, feedback, ask, ingest = assistant.audit.read()
     assert ingest["event"] == "ingest" and ingest["user"] == "root"
-    assert ingest["paths"] == [str(handbook / "leave.md")] and ingest["groups"] == ["staff"]
+    assert ingest["paths"] == [str(uploaded)] and ingest["groups"] == ["staff"]
     assert (ingest["added"], ingest["updated"], ingest["failed"], ingest["chunks"]) == (1, 0, 0, 1)
 
-    leave = str((handbook / "leave.md").resolve())
+    leave = str(uploaded.resolve())
     assert ask["event"] == "ask" and ask["user"] == "ana" and ask["question"] == "How many days of annual leave?"
     assert ask["sources"] == [
         {"doc_id": s.doc_id, "path": leave, "page": None, "heading": s.heading} for s in answer.sources
@@ -239,11 +409,12 @@ def test_an_answer_that_cannot_be_recorded_is_an_error(make_assistant, handbook,
 def test_a_user_shares_only_with_their_own_groups(make_assistant, handbook):
     from assistant import User
 
-    assistant = make_assistant()
-    with pytest.raises(PermissionError, match="only with their own groups, not with hr"):
-        assistant.ingest(handbook / "leave.md", groups=["staff", "hr"], user=User("ana", ("staff",)))
+    assistant, ana = make_assistant(), User("ana", ("staff",))
+    uploaded = _uploaded(assistant, ana, handbook / "leave.md")
+    with pytest.raises(PermissionError, match="only with your own groups, not with hr"):
+        assistant.ingest(uploaded, groups=["staff", "hr"], user=ana)
     assert assistant.store.count_chunks() == 0 and assistant.audit.read() == []
-    assistant.ingest(handbook / "leave.md", groups=["staff"], user=User("ana", ("staff",)))
+    assistant.ingest(uploaded, groups=["staff"], user=ana)
     assert assistant.store.count_chunks() == 1
 
 

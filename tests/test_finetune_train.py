@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
 import shutil
 import socket
 import subprocess
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed.checkpoint as dcp
 import yaml
 from safetensors.torch import load_file
 from tiny_models import write_model
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from finetune import checkpoint as checkpoint_mod
 from finetune import cli
@@ -247,6 +250,46 @@ def test_a_disk_that_fills_mid_checkpoint_keeps_the_last_good_one(models, data, 
     monkeypatch.setattr(checkpoint_mod.dcp, "save", real_save)
     train(config_for(models["grok-1"], data, run), resume=True, progress=False)
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
+
+
+class _RunsCode:
+    """Unpickled, it writes `marker`: what a checkpoint planted by someone else could do as the training user."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def _plant_in_rng(step: Path, marker: Path) -> None:
+    torch.save({"cpu": torch.get_rng_state(), "seed": _RunsCode(marker)}, step / "rng-0.pt")
+
+
+def _plant_in_metadata(step: Path, marker: Path) -> None:
+    (step / ".metadata").write_bytes(pickle.dumps(_RunsCode(marker)))
+
+
+def _plant_in_optimizer_state(step: Path, marker: Path) -> None:
+    # The checkpoint rewritten with one of the optimizer's plain values (its learning rate) replaced.
+    plain = step.with_name("plain.pt")
+    dcp_to_torch_save(step, plain)
+    state = torch.load(plain, weights_only=False)  # the test's own checkpoint, trusted
+    state["optim"]["param_groups"][0]["lr"] = _RunsCode(marker)
+    for shard in step.glob("*.distcp"):
+        shard.unlink()
+    dcp.save(state, checkpoint_id=step)
+
+
+@pytest.mark.parametrize("plant", [_plant_in_rng, _plant_in_metadata, _plant_in_optimizer_state])
+def test_resume_refuses_a_checkpoint_that_would_run_code(models, data, tmp_path, plant):
+    run, marker = tmp_path / "run", tmp_path / "marker"
+    train(config_for(models["grok-1"], data, run, "train.max_steps=3"), progress=False)
+    plant(run / "checkpoints" / "step-00000003", marker)
+
+    with pytest.raises(CheckpointError, match="not loaded.*resume from an earlier checkpoint"):
+        train(config_for(models["grok-1"], data, run, "train.max_steps=6"), resume=True, progress=False)
+    assert not marker.exists()
 
 
 def _free_port() -> int:

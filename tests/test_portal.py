@@ -4,8 +4,10 @@ Each test gets its own copy of one store holding the samples (public -> staff, h
 and a fresh Assistant: the portal keeps one per process in st.cache_resource, cleared (and closed) between tests.
 """
 
+import html
 import json
 import math
+import re
 import shutil
 from datetime import date
 
@@ -14,7 +16,7 @@ import streamlit as st
 from conftest import ROOT, SAMPLES
 from streamlit.testing.v1 import AppTest
 
-from assistant import Assistant, Settings
+from assistant import Settings, build_assistant
 from assistant.audit import AuditLog
 from assistant.users import UserStore
 
@@ -29,7 +31,7 @@ HR_FILE = "salary-bands-and-reviews.pdf"
 def corpus(tmp_path_factory, embedder):
     data = tmp_path_factory.mktemp("portal") / "data"
     settings = Settings(data_dir=data)
-    with Assistant(settings, embedder=embedder) as assistant:
+    with build_assistant(settings, embedder=embedder) as assistant:
         assistant.ingest([SAMPLES / "public"], groups=["staff"])
         assistant.ingest([SAMPLES / "hr"], groups=["hr"])
     users = UserStore(settings.users_file)
@@ -72,10 +74,27 @@ def ask(at: AppTest, question: str) -> AppTest:
     return at
 
 
+def plain(markdown: str) -> str:
+    """What escaped Markdown (ui/safe_text.md) shows: its characters, without the escapes and word joiners."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")
+
+
+def shown(element) -> str:
+    """The text an element shows: escaped HTML (ui/safe_text.show_text) read back, or Markdown's characters."""
+    if element.type == "html":
+        return html.unescape(re.sub(r"<[^>]*>", "", element.value))
+    return plain(str(element.value))
+
+
 def texts(at: AppTest) -> str:
     """Everything the page says, passages and source titles included, in one string."""
-    kinds = ("title", "markdown", "caption", "text", "info", "warning", "error")
-    return "\n".join([*(str(e.value) for kind in kinds for e in at.get(kind)), *(x.label for x in at.expander)])
+    kinds = ("title", "markdown", "caption", "text", "html", "info", "warning", "error")
+    return "\n".join([*(shown(e) for kind in kinds for e in at.get(kind)), *(plain(x.label) for x in at.expander)])
+
+
+def answer(at: AppTest, turn: int = 0) -> str:
+    """The text of the `turn`th answer on the page (its first element: the answer, then its sources)."""
+    return shown(at.chat_message[2 * turn + 1].html[0])
 
 
 def button(at: AppTest, label: str):
@@ -108,9 +127,9 @@ def test_an_empty_users_file_says_how_to_create_the_first_account(data):
 
 def test_signed_in_user_gets_an_answer_with_its_sources_and_can_rate_it(data):
     at = ask(sign_in("ana"), LEAVE)
-    assert "27 days of paid annual leave" in at.chat_message[1].markdown[0].value
-    assert any(label.startswith("[1] employee-handbook.md") for label in (x.label for x in at.expander))
-    assert "27 days" in at.expander[0].text[0].value  # the passage itself
+    assert "27 days of paid annual leave" in answer(at)
+    assert any(plain(label).startswith("[1] employee-handbook.md") for label in (x.label for x in at.expander))
+    assert "27 days" in shown(at.expander[0].html[0])  # the passage itself
     assert any("ready" in caption.value for caption in at.sidebar.caption)  # the health line
 
     at.feedback[0].set_value(1).run()
@@ -164,7 +183,7 @@ def test_upload_indexes_for_the_chosen_group_and_refuses_files_over_the_limit(da
     assert {row["document"]: row["groups"] for row in table(at)}["canteen.md"] == "staff"
 
     at.switch_page("views/chat.py").run()
-    assert "07:30" in ask(at, "When does the canteen open?").chat_message[1].markdown[0].value
+    assert "07:30" in answer(ask(at, "When does the canteen open?"))
 
     # Without a group the file would be readable by administrators only, so a user must choose one.
     at.switch_page("views/documents.py").run()
@@ -258,9 +277,15 @@ def test_single_sign_on_takes_the_name_and_groups_from_the_identity_token(data, 
     at.user = {"is_logged_in": False}
     assert [t.value for t in at.run().title] == ["Sign in"]
 
-    at.user = {"is_logged_in": True, "email": "ana@example.org", "groups": ["staff", "CN=hr,OU=groups"]}
+    at.user = {
+        "is_logged_in": True,
+        "iss": "https://idp.example.org",
+        "sub": "ana-1",
+        "email": "ana@example.org",
+        "groups": ["staff", "CN=hr,OU=groups"],
+    }
     at.run()
-    sidebar = "\n".join(c.value for c in at.sidebar.caption)
+    sidebar = "\n".join(plain(c.value) for c in at.sidebar.caption)
     assert "ana@example.org" in sidebar and "groups: staff" in sidebar and "CN=hr,OU=groups" in sidebar
     assert HR_FILE not in texts(ask(at, SALARY))
 
@@ -284,7 +309,7 @@ def test_a_local_model_answers_and_an_admin_switches_its_adapter(data, monkeypat
     run = write_run(data / "runs")
 
     at = ask(sign_in("root"), LEAVE)
-    assert at.chat_message[1].caption[-1].value.startswith("tiny-grok ·")  # the model answered, not "extractive"
+    assert plain(at.chat_message[1].caption[-1].value).startswith("tiny-grok ·")  # the model answered, not "extractive"
 
     at.switch_page("views/models.py").run()
     assert {"setting": "model", "value": str(model)} in table(at)

@@ -6,12 +6,15 @@ chromium and chromium-driver where it can (apt); where it could not, this test s
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,18 +47,9 @@ def _wait_for(port: int, process: subprocess.Popen, seconds: float = 90) -> None
     raise TimeoutError(f"the portal did not listen on 127.0.0.1:{port} within {seconds} s")
 
 
-@pytest.fixture
-def portal(tmp_path, embedder):
-    """A portal over the samples (staff documents) with one staff user, served on a free loopback port."""
-    from assistant import Assistant, Settings
-    from assistant.users import UserStore
-
-    data_dir = tmp_path / "data"
-    with Assistant(Settings(data_dir=data_dir), embedder=embedder) as assistant:
-        assistant.ingest([ROOT / "samples" / "public"], groups=["staff"])
-        assistant.ingest([ROOT / "samples" / "hr"], groups=["hr"])
-    UserStore(data_dir / "users.yaml").add("ana", PASSWORD, ["staff"])
-
+@contextmanager
+def _serve(data_dir: Path):
+    """`streamlit run ui/app.py` over `data_dir` on a free loopback port; yields its URL."""
     port = _free_port()
     env = {**os.environ, "ASSISTANT_DATA_DIR": str(data_dir)}
     command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "ui" / "app.py")]
@@ -70,6 +64,73 @@ def portal(tmp_path, embedder):
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture
+def portal(tmp_path, embedder):
+    """A portal over the samples (staff documents) with one staff user, served on a free loopback port."""
+    from assistant import Settings, build_assistant
+    from assistant.users import UserStore
+
+    data_dir = tmp_path / "data"
+    with build_assistant(Settings(data_dir=data_dir), embedder=embedder) as assistant:
+        assistant.ingest([ROOT / "samples" / "public"], groups=["staff"])
+        assistant.ingest([ROOT / "samples" / "hr"], groups=["hr"])
+    UserStore(data_dir / "users.yaml").add("ana", PASSWORD, ["staff"])
+    with _serve(data_dir) as url:
+        yield url
+
+
+class _Listener:
+    """An HTTP server on a free loopback port that records every request it gets: the beacon's target."""
+
+    def __init__(self):
+        requests = self.requests = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # the name http.server calls
+                requests.append(self.path)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def listener():
+    listening = _Listener()
+    yield listening
+    listening.close()
+
+
+@pytest.fixture
+def hostile_portal(tmp_path, embedder, listener):
+    """A portal whose one staff document holds a Markdown image and an HTML image pointing at the listener."""
+    from assistant import Settings, build_assistant
+    from assistant.users import UserStore
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "parking.md").write_text(
+        "# Parking\n\n"
+        f"Parking permits are issued at the front desk ![x](http://127.0.0.1:{listener.port}/beacon) every Monday.\n\n"
+        f"Parking permits are free for cyclists <img src=http://127.0.0.1:{listener.port}/img> and car pools.\n"
+    )
+    data_dir = tmp_path / "data"
+    with build_assistant(Settings(data_dir=data_dir), embedder=embedder) as assistant:
+        assert assistant.ingest([docs], groups=["staff"]).ok
+    UserStore(data_dir / "users.yaml").add("ana", PASSWORD, ["staff"])
+    with _serve(data_dir) as url:
+        yield url
 
 
 @pytest.fixture
@@ -99,7 +160,8 @@ def browser(tmp_path):
     driver.quit()
 
 
-def test_sign_in_ask_and_see_the_answer_with_its_source(portal, browser, tmp_path):
+def _sign_in_and_ask(browser, portal: str, question: str) -> list:
+    """Signs ana in, asks, and waits for the answer's sources; returns them."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ready
@@ -113,9 +175,14 @@ def test_sign_in_ask_and_see_the_answer_with_its_source(portal, browser, tmp_pat
     browser.find_element(By.XPATH, "//button[.//p[text()='Sign in']]").click()
 
     box = wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid='stChatInputTextArea']")))
-    box.send_keys("How many days of annual leave do employees get?", Keys.ENTER)
+    box.send_keys(question, Keys.ENTER)
+    return wait.until(ready.presence_of_all_elements_located((By.CSS_SELECTOR, "[data-testid='stExpander']")))
 
-    sources = wait.until(ready.presence_of_all_elements_located((By.CSS_SELECTOR, "[data-testid='stExpander']")))
+
+def test_sign_in_ask_and_see_the_answer_with_its_source(portal, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    sources = _sign_in_and_ask(browser, portal, "How many days of annual leave do employees get?")
     page = browser.find_element(By.TAG_NAME, "body").text
     assert "employee-handbook" in page, page[-2000:]
     assert "salary" not in page.lower(), "a staff member is never shown the hr document"
@@ -123,3 +190,16 @@ def test_sign_in_ask_and_see_the_answer_with_its_source(portal, browser, tmp_pat
     shot = tmp_path / "answer.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+
+
+def test_an_image_in_a_document_is_never_fetched_by_the_readers_browser(hostile_portal, browser, listener):
+    from selenium.webdriver.common.by import By
+
+    sources = _sign_in_and_ask(browser, hostile_portal, "How are parking permits issued?")
+    for source in sources:  # open every passage too: each shows the document's text
+        source.click()
+    time.sleep(3)  # an image starts loading as soon as it is in the page; give a fetch time to arrive
+    page = browser.find_element(By.TAG_NAME, "body").text
+    assert listener.requests == []
+    assert f"127.0.0.1:{listener.port}/beacon" in page, page[-2000:]  # the payload is shown, as text
+    assert not browser.find_elements(By.CSS_SELECTOR, f"img[src*='{listener.port}'], a[href*='{listener.port}']")

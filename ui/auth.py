@@ -19,20 +19,38 @@ import streamlit as st
 
 from assistant import Settings, User
 from assistant.users import user_from_claims
+from ui.accounts import current_users
 from ui.components import USER_KEY, failures_shown, get_settings
+from ui.safe_text import md
+from ui.throttle import Throttle, wait_message
 
 WRONG = "Wrong name or password."
+NOTICE_KEY = "sign-in:notice"  # why this session was signed out, shown once on the sign-in page
+REMOVED = "You were signed out: your account no longer exists. Ask an administrator if this is a mistake."
 
 
 def signed_in_user(settings: Settings) -> User | None:
-    """The user of this session, or None. For OIDC it is re-read from the identity token on every run."""
+    """The user of this session, or None. Re-read on every run: for OIDC from the identity token, for a local
+    account from the users file, so a removed account is signed out and changed groups apply at once."""
     if settings.auth == "oidc":
         # .get: without an [auth] section in secrets.toml, st.user has no is_logged_in at all.
         if not st.user.get("is_logged_in", False):
             st.session_state.pop(USER_KEY, None)
             return None
         st.session_state[USER_KEY] = _oidc_user()
-    return st.session_state.get(USER_KEY)
+        return st.session_state[USER_KEY]
+    user = st.session_state.get(USER_KEY)
+    if user is None:
+        return None
+    current = current_users(settings.users_file).get(user.name)
+    if current is None:
+        # Everything of the session goes, as at sign-out: what it showed was shown to an account that is gone.
+        st.session_state.clear()
+        st.session_state[NOTICE_KEY] = REMOVED
+        return None
+    if current != user:
+        st.session_state[USER_KEY] = current  # new groups, from this run on (pages read the user from here)
+    return current
 
 
 def _oidc_user() -> User:
@@ -50,9 +68,35 @@ def sign_in_page() -> None:
         _local_sign_in(settings)
 
 
+@st.cache_resource(show_spinner=False)
+def sign_in_throttle() -> Throttle:
+    # One for the process: every session's failures count against the same name and the same client.
+    return Throttle()
+
+
+def _client_key() -> str:
+    """Who is trying, as well as the portal can tell: the client's address, else this browser session.
+
+    Behind a TLS proxy on this host, uvicorn takes the address from X-Forwarded-For (it trusts 127.0.0.1 by
+    default); a proxy elsewhere is one address for everyone, which then share one counter.
+    """
+    try:
+        address = st.context.ip_address  # None for loopback
+    except Exception:  # noqa: BLE001 - no runtime (as under AppTest): the session is all there is to go by
+        address = None
+    if address:
+        return f"client:{address}"
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    context = get_script_run_ctx()
+    return f"session:{context.session_id if context else 'unknown'}"
+
+
 def _local_sign_in(settings: Settings) -> None:
     from assistant.users import UserStore
 
+    if notice := st.session_state.pop(NOTICE_KEY, None):
+        st.info(notice)
     store = UserStore(settings.users_file)
     with failures_shown():  # a damaged users file: its message says how to repair it
         has_users = bool(store.users())
@@ -66,13 +110,27 @@ def _local_sign_in(settings: Settings) -> None:
         password = st.text_input("Password", key="sign-in:password", type="password", autocomplete="current-password")
         submitted = st.form_submit_button("Sign in", key="sign-in:submit", type="primary")
     if submitted:
-        with failures_shown():
-            user = store.authenticate(name.strip(), password) if name.strip() and password else None
-        if user is None:
-            st.error(WRONG)  # the same words whether the name or the password was wrong
-        else:
-            st.session_state[USER_KEY] = user
-            st.rerun()
+        _attempt(store, name.strip(), password)
+
+
+def _attempt(store, name: str, password: str) -> None:
+    if not (name and password):
+        st.error(WRONG)  # nothing was checked, so nothing to count
+        return
+    throttle = sign_in_throttle()
+    name_key, client_key = f"name:{name}", _client_key()
+    wait = throttle.begin([name_key, client_key])
+    if wait:
+        st.error(wait_message(wait))  # refused before the password is looked at: a guess here tells nothing
+        return
+    with failures_shown():
+        user = store.authenticate(name, password)
+    if user is None:
+        st.error(WRONG)  # the same words whether the name or the password was wrong
+        return
+    throttle.succeeded(reset=[name_key], release=[client_key])
+    st.session_state[USER_KEY] = user
+    st.rerun()
 
 
 def _oidc_sign_in() -> None:
@@ -82,7 +140,7 @@ def _oidc_sign_in() -> None:
             st.login()
         except st.errors.StreamlitAuthError as error:
             st.error(
-                f"Single sign-on is not configured: {error}\n\n"
+                f"Single sign-on is not configured: {md(error)}\n\n"
                 "An administrator adds an [auth] section to .streamlit/secrets.toml on the server."
             )
 

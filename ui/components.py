@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from assistant import Assistant, Settings, Source, User
+from assistant import Assistant, Settings, Source, User, build_assistant
+from ui.safe_text import md, show_text
 
 log = logging.getLogger("ui")
 
@@ -28,7 +30,7 @@ def get_settings() -> Settings:
 )
 def get_assistant() -> Assistant:
     # One per process: the embedded store admits a single client, and the models are loaded once for all sessions.
-    return Assistant(get_settings())
+    return build_assistant(get_settings())
 
 
 def current_user() -> User | None:
@@ -86,16 +88,40 @@ _HINTS = {
 }
 
 
+def _safe_for_anyone(error: BaseException) -> bool:
+    """Errors whose str() is written for whoever asked: no server path, no other group's name, no internals."""
+    from assistant.audit import AuditError
+    from assistant.errors import AssistantError
+    from retrieval import InvalidGroupName
+
+    return isinstance(error, AssistantError | AuditError | InvalidGroupName | PermissionError)
+
+
 def show_error(error: BaseException) -> None:
-    """The message and what to do about it; the traceback goes to the server log, never to the browser."""
+    """What went wrong, as much of it as this user may see, and what to do; tracebacks go to the server log only.
+
+    Anyone sees the message of the assistant's own refusals (written to be safe for any caller). Anything else may
+    name server paths, hosts or other groups' documents: a non-administrator gets a short incident id to pass on,
+    and the log holds the whole error under that id. Administrators see the detail.
+    """
+    user = current_user()
+    admin = user is not None and user.is_admin
     name = type(error).__name__
-    if name in _HINTS or isinstance(error, ValueError):
-        hint = _HINTS.get(name, "")
-        log.warning("%s: %s", name, error)
+    expected = _safe_for_anyone(error)
+    incident = None if expected else secrets.token_hex(4)
+    if expected:
+        log.warning("%s: %s", name, getattr(error, "detail", error))
     else:
-        hint = "If this keeps happening, tell an administrator: the details are in the portal's log."
-        log.exception("unexpected error in the portal")
-    st.error(f"{error}\n\n{hint}".strip() if str(error) else hint or name)
+        log.error("incident %s: unexpected %s in the portal", incident, name, exc_info=error)
+    if expected or admin:
+        message = str(getattr(error, "detail", None) or error) if admin else str(error)
+        hint = _HINTS.get(name, "")
+        if incident:
+            hint = f"{hint} (incident {incident}: the server's log has the traceback.)".strip()
+        # The message may quote a file name or a question: shown as its characters, never as Markdown.
+        st.error("\n\n".join(part for part in (md(message) or md(name), hint) if part))
+    else:
+        st.error(f"Something went wrong. Tell an administrator, quoting incident {incident}.")
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -104,8 +130,11 @@ def _health(_assistant: Assistant):
     return _assistant.health()
 
 
-def show_health(assistant: Assistant) -> None:
-    """One line in the sidebar when all is well; for each part that is down, what is wrong and what to do."""
+def show_health(assistant: Assistant, user: User | None = None) -> None:
+    """One line in the sidebar when all is well; for each part that is down, which one, and what to do.
+
+    Only administrators see why (a path, a host, an error): for anyone else that would be a map of the server.
+    """
     health = None
     with failures_shown(stop=False):
         health = _health(assistant)
@@ -114,10 +143,17 @@ def show_health(assistant: Assistant) -> None:
     if health.ok:
         st.caption(":green[●] Document store and answering model are ready.")
         return
-    if not health.store_ok:
-        st.warning(f"Document store: {health.store_message}", icon=":material/error:")
-    if not health.generator_ok:
-        st.warning(f"Answering model: {health.generator_message}", icon=":material/error:")
+    admin = user is not None and user.is_admin
+    for ok, part, message in (
+        (health.store_ok, "Document store", health.store_message),
+        (health.generator_ok, "Answering model", health.generator_message),
+    ):
+        if ok:
+            continue
+        if admin:
+            st.warning(f"{part}: {md(message)}", icon=":material/error:")
+        else:
+            st.warning(f"{part} is not available. Tell an administrator.", icon=":material/error:")
 
 
 def show_sources(sources: list[Source]) -> None:
@@ -126,11 +162,12 @@ def show_sources(sources: list[Source]) -> None:
         return
     st.caption("Sources")
     for number, source in enumerate(sources, 1):
+        # A file name and a heading come from the document: in a label they would be Markdown, so they are escaped.
         where = f" — {source.location}" if source.location else ""
-        with st.expander(f"[{number}] {Path(source.path).name}{where}"):
-            st.caption(f"{source.path} · relevance {source.score:.2f}")
-            # Plain text: a passage is quoted as written, not rendered as the page's own Markdown.
-            st.text(source.text)
+        with st.expander(md(f"[{number}] {Path(source.path).name}{where}")):
+            st.caption(f"{md(source.path)} · relevance {source.score:.2f}")
+            # A passage is quoted as written: never rendered as Markdown or HTML of the page's own.
+            show_text(source.text)
 
 
 def human_size(size: int) -> str:

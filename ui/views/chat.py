@@ -7,6 +7,7 @@ import streamlit as st
 
 from assistant import Answer, Assistant, Turn, User
 from ui.components import assistant_or_stop, failures_shown, require_user, show_sources
+from ui.safe_text import md, show_text, stream_text
 
 SOURCES_PER_ANSWER = 5
 
@@ -42,17 +43,19 @@ def show_feedback(assistant: Assistant, user: User, turn: ChatTurn) -> None:
 
 
 def show_turn(assistant: Assistant, user: User, turn: ChatTurn) -> None:
+    # Questions and answers are shown as their characters: an answer quotes documents (and a model may be talked
+    # into writing a URL that carries other passages), so Markdown would turn them into images and links.
     with st.chat_message("user"):
-        st.markdown(turn.question)
+        show_text(turn.question)
     with st.chat_message("assistant"):
-        st.markdown(turn.answer.text)
+        show_text(turn.answer.text)
         show_answer_details(assistant, user, turn)
 
 
 def show_answer_details(assistant: Assistant, user: User, turn: ChatTurn) -> None:
     show_sources(turn.answer.sources)
     model = turn.answer.model + (f" + {turn.answer.adapter}" if turn.answer.adapter else "")
-    st.caption(f"{model} · {turn.answer.timings.get('total_ms', 0) / 1000:.1f} s")
+    st.caption(f"{md(model)} · {turn.answer.timings.get('total_ms', 0) / 1000:.1f} s")
     show_feedback(assistant, user, turn)
 
 
@@ -70,7 +73,7 @@ def ask(assistant: Assistant, user: User, question: str, earlier: list[ChatTurn]
                 yield piece
 
     with failures_shown(stop=False):
-        st.write_stream(pieces())
+        stream_text(pieces())  # not st.write_stream: it renders Markdown
     return ChatTurn(question, final[0], uuid.uuid4().hex) if final else None
 
 
@@ -89,7 +92,7 @@ for turn in turns:
 
 if question := st.chat_input("Ask a question about your documents"):
     with st.chat_message("user"):
-        st.markdown(question)
+        show_text(question)
     with st.chat_message("assistant"):
         turn = ask(assistant, user, question, turns)
         if turn is not None:

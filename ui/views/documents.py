@@ -5,8 +5,9 @@ from pathlib import Path
 import streamlit as st
 
 from assistant import Assistant, DocumentInfo, User
-from assistant.uploads import Saved, Upload, outcome_rows, save_uploads, user_folder
+from assistant.uploads import Saved, Upload, outcome_rows
 from ui.components import assistant_or_stop, failures_shown, human_size, require_user, short_time
+from ui.safe_text import md
 
 RESULT_KEY = "documents:result"  # the last upload's or re-index's outcome, shown until the next one
 UPLOADER_KEY = "documents:uploader"
@@ -40,29 +41,22 @@ def upload_form(assistant: Assistant, user: User, documents: list[DocumentInfo])
 
 
 def upload(assistant: Assistant, user: User, files: list, groups: list[str]) -> bool:
-    # The button is disabled until these hold; they are checked again here, where they cannot be bypassed.
-    if not user.is_admin and not groups:
-        st.warning("Choose at least one group: a document with no group can only be read by administrators.")
-        return False
-    if not user.is_admin and not set(groups) <= set(user.groups):
-        st.error("You can share documents only with groups you belong to.")
-        return False
-    settings = assistant.settings
+    # The Assistant decides (own groups only, at least one, the quota); a refusal is shown in its own words.
     # Streamlit's UploadedFile is itself the file's bytes (a BytesIO).
     uploads = [Upload(file.name, file.size, file) for file in files]
-    saved = save_uploads(uploads, user_folder(settings.data_dir, user.name), settings.upload_max_mb)
-    report = None
-    if saved.paths:
-        with failures_shown(stop=False), st.spinner(f"Indexing {len(saved.paths)} file(s)..."):
-            report = assistant.ingest(saved.paths, groups=groups, user=user)
-    st.session_state[RESULT_KEY] = (report.summary() if report else "", outcome_rows(saved, report))
-    return report is not None
+    result = None
+    with failures_shown(stop=False), st.spinner(f"Indexing {len(uploads)} file(s)..."):
+        result = assistant.upload(uploads, groups, user)
+    if result is None:
+        return False
+    st.session_state[RESULT_KEY] = (result.summary if result.report else "", result.files)
+    return result.report is not None
 
 
 def show_result() -> None:
     summary, rows = st.session_state.get(RESULT_KEY, ("", []))
     if summary:
-        st.caption(summary)
+        st.caption(md(summary))  # it may name uploaded files, whose names are anyone's
     if rows:
         st.dataframe(rows, hide_index=True, column_config={"reason": st.column_config.TextColumn(width="large")})
 
@@ -105,7 +99,7 @@ def admin_actions(assistant: Assistant, user: User, documents: list[DocumentInfo
         st.session_state["documents:confirm"] = doc_id
     if st.session_state.get("documents:confirm") == doc_id:
         st.warning(
-            f"Remove **{Path(document.path).name}** and all its passages from the index? Nobody will get answers "
+            f"Remove **{md(Path(document.path).name)}** and all its passages from the index? Nobody will get answers "
             "from it any more. The file itself is not touched."
         )
         yes, no = st.columns(2)

@@ -7,6 +7,7 @@ import streamlit as st
 
 from assistant.runs import list_runs, read_log
 from ui.components import assistant_or_stop, failures_shown, require_admin
+from ui.safe_text import md
 
 
 def perplexity(loss: float | None) -> float | None:
@@ -39,7 +40,7 @@ def runs_table(runs) -> None:
 
 
 def run_details(run) -> None:
-    st.subheader(run.name)
+    st.subheader(md(run.name))  # a folder name: anyone who may write under the runs directory chose it
     before, after = perplexity(run.base_eval_loss), perplexity(run.eval_loss)
     left, right = st.columns(2)
     left.metric("Held-out perplexity, base model", f"{before:.2f}" if before is not None else "not measured")
@@ -50,10 +51,10 @@ def run_details(run) -> None:
         delta_color="inverse",  # lower perplexity is better
     )
     if before is None and run.adapter is not None:
-        st.caption(
-            f"The base model's figure comes from `finetune eval --adapter {run.adapter} --data DATA`, which keeps "
-            f"its result in {run.path / 'eval.json'}."
-        )
+        # The command as a code block: plain text, whatever characters the adapter's path holds.
+        eval_file = md(run.eval_file)
+        st.caption(f"The base model's figure comes from this command, which keeps its result in {eval_file}:")
+        st.code(f"finetune eval --adapter {run.adapter} --data DATA", language="bash")
     log = read_log(run)
     steps = pd.DataFrame([line for line in log if "loss" in line], columns=["step", "loss"])
     if steps.empty:
@@ -70,14 +71,14 @@ def run_details(run) -> None:
 require_admin()
 settings = assistant_or_stop().settings
 st.title("Fine-tuning runs")
-st.caption(f"Runs under {settings.runs_dir}: each is the output_dir of a `finetune train --config RUN.yaml`.")
+st.caption(f"Runs under {md(settings.runs_dir)}: each is the output_dir of a `finetune train --config RUN.yaml`.")
 
 with failures_shown():
     runs = list_runs(settings.runs_dir)
 
 if not runs:
     st.info(
-        f"No run yet. Set output_dir under {settings.runs_dir} in a training config (see finetune/configs/) and "
+        f"No run yet. Set output_dir under {md(settings.runs_dir)} in a training config (see finetune/configs/) and "
         "start it with `finetune train --config RUN.yaml`."
     )
     st.stop()

@@ -3,8 +3,9 @@
 Why qdrant-edge rather than qdrant-client's local mode: local mode is a Python re-implementation that evaluates
 every payload filter and scores every sparse vector in Python, point by point. Over SciFact's 9k chunks a
 filtered dense query took 76-105 ms there and a hybrid one 290-390 ms; qdrant-edge is Qdrant's own Rust engine
-(same segments, payload indexes, IDF modifier and fusion as the server) and answers them in 1.7 and 2.1 ms, and
-upserts 9k points in about a second. One process may open a shard at a time (its write-ahead log is locked).
+(same segments, payload indexes, IDF modifier with its per-query corpus, and fusion as the server) and answers them
+in 1.7 and 2.1 ms, and upserts 9k points in about a second. One process may open a shard at a time (its write-ahead
+log is locked).
 """
 
 import json
@@ -12,7 +13,18 @@ from pathlib import Path
 
 import qdrant_edge as qe
 
-from retrieval.points import DENSE, RRF_K, SPARSE, Hit, QueryVectors, SearchPlan, SparseVector, StoredPoint, Where
+from retrieval.points import (
+    DENSE,
+    RRF_K,
+    SPARSE,
+    Hit,
+    QueryVectors,
+    SearchPlan,
+    SparseVector,
+    StoredPoint,
+    Where,
+    idf_corpus,
+)
 
 _CONFIG_FILE = "edge_config.json"
 # A shard must declare some vector; the document records carry none, so they get this unused one.
@@ -39,8 +51,9 @@ class EdgeIndex:
         if vectors and dimension is not None:
             config = qe.EdgeConfig(
                 vectors={DENSE: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)},
-                # IDF is applied by the engine from its live statistics, so documents store plain BM25 term weights
-                # and adding documents never requires re-encoding the others.
+                # IDF is applied by the engine at query time, so documents store plain BM25 term weights and adding
+                # documents never requires re-encoding the others. Each query names the corpus the statistics come
+                # from (the reader's access scope, see points.idf_corpus): never the whole shard.
                 sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
             )
         elif not vectors:
@@ -105,29 +118,41 @@ class EdgeIndex:
     def count(self, where: Where | None = None) -> int:
         return self.shard.count(qe.CountRequest(exact=True, filter=_as_filter(where)))
 
-    def query(self, vectors: QueryVectors, where: Where | None, limit: int, plan: SearchPlan) -> list[Hit]:
+    def query(
+        self, vectors: QueryVectors, where: Where | None, limit: int, plan: SearchPlan, idf_scope: Where | None
+    ) -> list[Hit]:
+        """``idf_scope``: the points the sparse branch's BM25 statistics count (points.idf_corpus)."""
         flt = _as_filter(where)
         branches = [(using, _vector(vector)) for using, vector in plan.branches(vectors)]
         if not branches:
             return []
+        idf = _idf_params(idf_scope)
+
+        def nearest(using: str, vector):
+            # The engine refuses an IDF corpus on a vector without the IDF modifier, so only the sparse branch has one.
+            return qe.Query.Nearest(vector, using=using), (idf if using == SPARSE else None)
+
         if len(branches) == 1:
-            using, vector = branches[0]
-            request = qe.QueryRequest(
-                limit=limit, query=qe.Query.Nearest(vector, using=using), filter=flt, with_payload=True
-            )
+            query, params = nearest(*branches[0])
+            request = qe.QueryRequest(limit=limit, query=query, filter=flt, params=params, with_payload=True)
         else:
             depth = plan.depth(limit)
+            prefetches = []
+            for using, vector in branches:
+                query, params = nearest(using, vector)
+                prefetches.append(qe.Prefetch(limit=depth, query=query, filter=flt, params=params))
             request = qe.QueryRequest(
                 limit=limit,
-                prefetches=[
-                    qe.Prefetch(limit=depth, query=qe.Query.Nearest(vector, using=using), filter=flt)
-                    for using, vector in branches
-                ],
+                prefetches=prefetches,
                 query=qe.Fusion.Dbsf() if plan.fusion == "dbsf" else qe.Fusion.Rrf(k=RRF_K),
                 filter=flt,
                 with_payload=True,
             )
         return [Hit(str(p.id), p.score, p.payload) for p in self.shard.query(request)]
+
+
+def _idf_params(scope: Where | None) -> qe.SearchParams:
+    return qe.SearchParams(idf=qe.IdfParams(corpus=idf_corpus(scope, qe)))
 
 
 def _vector(vector: list[float] | SparseVector) -> list[float] | qe.SparseVector:

@@ -59,6 +59,30 @@ class Where:
         )
 
 
+def idf_corpus(scope: Where | None, api: ModuleType):
+    """The points whose statistics BM25 scores a sparse query with, as ``api``'s Filter (its ``IdfParams`` corpus).
+
+    A sparse vector with the IDF modifier takes N (documents) and df (documents holding a term) from a corpus. By
+    default that is the whole collection, so a reader's scores, and their order, would move with words in documents
+    they cannot read: enough to test whether a restricted document names a person or a deal (issue 16). The caller
+    passes the reader's access filter, so the statistics count exactly what the reader may read, computed by the
+    engine at query time (Qdrant 1.19's per-query IDF corpus, qdrant/qdrant#9661; qdrant-edge 0.9 and qdrant-client
+    1.20 local mode implement the same). Per-scope statistics are BM25 over the reader's own collection: a reader
+    whose groups see a subset ranks as if only that subset existed, which is what the fused search already does.
+
+    ``None`` (an admin, who reads everything) still gets a corpus, one matching every point, rather than the engines'
+    global default: the global statistics are read from the sparse index, which goes on counting deleted points until
+    the segment is rebuilt (qdrant/qdrant#6739, and seen in qdrant-edge 0.9), so a deleted document would linger in
+    admins' scores and the in-memory engine, which counts live points, would disagree with the other two.
+
+    A server collection split into several shards scores each shard with that shard's own statistics (Qdrant's
+    documentation says so of IDF in general): still counted over the reader's scope only, so nothing leaks, but no
+    longer one BM25 over the whole scope. The embedded store is one shard, and so is a collection this code creates
+    on a one-node server.
+    """
+    return (scope or Where()).to_filter(api)
+
+
 @dataclass
 class StoredPoint:
     id: str

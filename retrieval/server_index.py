@@ -4,11 +4,43 @@ Also the throw-away in-memory store (``:memory:``): qdrant-client's local mode r
 server does, which is how this path is exercised where no server runs (tests, a quick try).
 """
 
+import re
+
 from qdrant_client import QdrantClient, models
 
-from retrieval.points import DENSE, RRF_K, SPARSE, Hit, QueryVectors, SearchPlan, SparseVector, StoredPoint, Where
+from retrieval.points import (
+    DENSE,
+    RRF_K,
+    SPARSE,
+    Hit,
+    QueryVectors,
+    SearchPlan,
+    SparseVector,
+    StoredPoint,
+    Where,
+    idf_corpus,
+)
 
 _BATCH = 256
+# The first Qdrant release that takes a per-query IDF corpus (qdrant/qdrant#9661), which keeps a reader's BM25
+# statistics to what they may read (points.idf_corpus).
+IDF_CORPUS_SINCE = (1, 19)
+
+
+def require_idf_corpus(client: QdrantClient, url: str) -> None:
+    """Refuses a server too old to scope BM25 statistics: it would not apply the corpus (or would reject every
+    sparse query), and whole-collection statistics let a reader's scores reveal words of documents they cannot
+    read."""
+    version = client.info().version
+    found = re.match(r"v?(\d+)\.(\d+)", version or "")
+    if found and (int(found[1]), int(found[2])) >= IDF_CORPUS_SINCE:
+        return
+    since = ".".join(map(str, IDF_CORPUS_SINCE))
+    raise ValueError(
+        f"the Qdrant server at {url} is version {version!r}, and lexical (sparse and hybrid) search needs {since} or "
+        f"later to keep each reader's BM25 statistics to what they may read: upgrade the server (docker-compose.yml "
+        f"names its image), or set ASSISTANT_SEARCH_MODE=dense until then"
+    )
 
 
 class ServerIndex:
@@ -24,7 +56,8 @@ class ServerIndex:
                 vectors_config={DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)}
                 if vectors
                 else {},
-                # IDF from the collection's live statistics: documents store plain BM25 term weights.
+                # IDF applied at query time, so documents store plain BM25 term weights; each query names the corpus
+                # the statistics come from (the reader's access scope, see points.idf_corpus).
                 sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)}
                 if vectors
                 else None,
@@ -69,15 +102,30 @@ class ServerIndex:
     def count(self, where: Where | None = None) -> int:
         return self.client.count(self.name, count_filter=_as_filter(where), exact=True).count
 
-    def query(self, vectors: QueryVectors, where: Where | None, limit: int, plan: SearchPlan) -> list[Hit]:
+    def query(
+        self, vectors: QueryVectors, where: Where | None, limit: int, plan: SearchPlan, idf_scope: Where | None
+    ) -> list[Hit]:
+        """``idf_scope``: the points the sparse branch's BM25 statistics count (points.idf_corpus)."""
         flt = _as_filter(where)
         branches = [(using, _vector(vector)) for using, vector in plan.branches(vectors)]
         if not branches:
             return []
+        idf = models.SearchParams(idf=models.IdfCorpusParams(corpus=idf_corpus(idf_scope, models)))
+
+        def params(using: str) -> models.SearchParams | None:
+            # An IDF corpus applies to sparse vectors with the IDF modifier only (qdrant-edge refuses it elsewhere).
+            return idf if using == SPARSE else None
+
         if len(branches) == 1:
             using, vector = branches[0]
             response = self.client.query_points(
-                self.name, query=vector, using=using, query_filter=flt, limit=limit, with_payload=True
+                self.name,
+                query=vector,
+                using=using,
+                query_filter=flt,
+                search_params=params(using),
+                limit=limit,
+                with_payload=True,
             )
         else:
             depth = plan.depth(limit)
@@ -88,7 +136,9 @@ class ServerIndex:
             )
             response = self.client.query_points(
                 self.name,
-                prefetch=[models.Prefetch(query=v, using=u, filter=flt, limit=depth) for u, v in branches],
+                prefetch=[
+                    models.Prefetch(query=v, using=u, filter=flt, params=params(u), limit=depth) for u, v in branches
+                ],
                 query=fusion,
                 query_filter=flt,
                 limit=limit,

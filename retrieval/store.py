@@ -24,7 +24,7 @@ from qdrant_client import QdrantClient
 from retrieval.access import ADMIN_GROUP, access_filter
 from retrieval.edge_index import EdgeIndex, EdgeLockedError
 from retrieval.points import QueryVectors, SearchPlan, SparseVector, StoredPoint, Where
-from retrieval.server_index import ServerIndex
+from retrieval.server_index import ServerIndex, require_idf_corpus
 from retrieval.settings import RetrievalSettings
 
 _ID_NAMESPACE = uuid.UUID("5b0c1f8e-7f9a-4f4e-9a59-8d4b2f7a1c30")
@@ -106,6 +106,8 @@ class ChunkStore:
             self._client = QdrantClient(location=":memory:")
         server = bool(settings.qdrant_url)
         try:
+            if server and self.plan.mode != "dense":  # before anything is created on a server that cannot serve it
+                require_idf_corpus(self._client, settings.qdrant_url)
             chunks = ServerIndex(self._client, settings.collection, dimension, vectors=True, server=server)
             documents = ServerIndex(
                 self._client, f"{settings.collection}_documents", None, vectors=False, server=server
@@ -113,6 +115,9 @@ class ChunkStore:
         except FileNotFoundError:
             self._client.close()
             raise StoreNotFound(f"no collection {settings.collection!r} at {settings.qdrant_url}") from None
+        except ValueError:
+            self._client.close()
+            raise
         return chunks, documents
 
     @staticmethod
@@ -217,8 +222,14 @@ class ChunkStore:
         return _to_node(point_id, found[0]) if found else None
 
     def search(self, query: QueryVectors, reader_groups: Iterable[str], k: int) -> list[NodeWithScore]:
-        """The chunks the reader may see that best match; the access filter is part of every branch of the query."""
-        hits = self.chunks.query(query, access_filter(reader_groups), k, self.plan)
+        """The chunks the reader may see that best match; the access filter is part of every branch of the query.
+
+        It also bounds the BM25 statistics (N, and each query term's document frequency): counted over the chunks
+        this reader may read, so that neither which chunks match nor their scores depend on text the reader cannot
+        see (points.idf_corpus).
+        """
+        where = access_filter(reader_groups)
+        hits = self.chunks.query(query, where, k, self.plan, idf_scope=where)
         return [NodeWithScore(node=_to_node(hit.id, hit.payload), score=hit.score) for hit in hits]
 
 

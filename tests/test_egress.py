@@ -302,7 +302,7 @@ def test_ingest_search_ask_finetune_and_every_portal_page_attempt_nothing(tmp_pa
         at.text_input(key="sign-in:password").input(PASSWORD)
         at.button(key="sign-in:submit").click().run()
         at.chat_input[0].set_value("How many days of paid annual leave do employees get?").run()
-        assert not at.exception and not at.error and "27 days" in at.chat_message[1].markdown[0].value
+        assert not at.exception and not at.error and "27 days" in at.chat_message[1].html[0].value
         shown = {}
         for page in ("views/documents.py", "views/models.py", "views/finetuning.py", "views/audit.py"):
             at.switch_page(page).run()
@@ -458,7 +458,8 @@ def test_the_qdrant_client_connects_only_to_the_configured_url(serve, proxy):
     with pytest.raises(UnexpectedResponse):
         ChunkStore(RetrievalSettings(qdrant_url=qdrant.url), 4)
     time.sleep(0.3)  # time enough for a background request (a version check) to have gone out
-    assert qdrant.requests == [("GET", "/collections/documents/exists")]
+    # The store's own version check (per-reader BM25 statistics need Qdrant 1.19) goes to the configured host only.
+    assert qdrant.requests == [("GET", "/")]
     assert len(proxy.requests) == 2  # only the plain client's
 
 

@@ -73,5 +73,5 @@ def test_an_empty_question_is_refused_before_any_search(make_assistant):
     for empty in ("", "   \n"):
         with pytest.raises(ValueError, match="the query is empty"):
             assistant.search(empty, ADMIN)
-        with pytest.raises(ValueError, match="the query is empty"):
+        with pytest.raises(ValueError, match="the question is empty"):
             assistant.ask(empty, ADMIN)

@@ -72,6 +72,29 @@ def test_a_query_of_stop_words_finds_nothing_lexically_and_hybrid_falls_back_to_
     assert found(store, "the of and", ["admin"], "hybrid", vector=(1, 0, 0, 0))[0] == "finance"
 
 
+@pytest.mark.parametrize("mode", ["sparse", "hybrid"])
+def test_both_engines_score_the_same_contents_alike(tmp_path, mode):
+    # BM25's statistics are counted per reader (the access scope) inside each engine: the embedded one in Rust,
+    # the client's local mode in Python; a server runs the embedded one's code. Same contents, same scores.
+    query = QueryVectors(dense=[0.4, 0.3, 0.2, 0.1], sparse=BM25.query("zirconium crucibles canteen lunch invoices"))
+    scores = []
+    for path in (str(tmp_path / "qdrant"), ":memory:"):
+        opened = ChunkStore(RetrievalSettings(qdrant_path=path, search_mode=mode), 4)
+        for doc_id, (groups, text, vector) in TEXTS.items():
+            put(opened, doc_id, groups, text, vector)
+        scores.append(
+            {
+                groups: {hit.node.metadata["doc_id"]: hit.score for hit in opened.search(query, [groups], k=10)}
+                for groups in ("research", "staff", "finance", "admin")
+            }
+        )
+        opened.close()
+    edge, client = scores
+    assert set(edge["admin"]) == set(TEXTS)
+    for groups, found in edge.items():
+        assert found == pytest.approx(client[groups], rel=1e-5), groups
+
+
 def test_groups_changes_deletions_and_stale_chunks_reach_both_branches(store):
     lab = store.get_document("lab")
     store.set_groups(lab, ("finance",))

@@ -12,7 +12,7 @@ is still audited where it names itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from assistant.errors import InvalidRequest, NotPermitted
@@ -61,7 +61,9 @@ def check_metrics(user: User) -> None:
         raise NotPermitted(f"metrics are for administrators and members of the group {METRICS_GROUP!r}")
 
 
-def check_ingest_paths(user: User, paths: Iterable[Path], upload_folder: Path, stored: set[str]) -> None:
+def check_ingest_paths(
+    user: User, paths: Iterable[Path], upload_folder: Path, is_stored: Callable[[Path], bool]
+) -> None:
     """Which server files a user may have read into the store.
 
     Anyone: the files in their own upload folder. Administrators also: the paths the store already holds (re-reading
@@ -73,7 +75,7 @@ def check_ingest_paths(user: User, paths: Iterable[Path], upload_folder: Path, s
         resolved = Path(path).expanduser().resolve()
         if resolved.is_relative_to(folder):
             continue
-        if user.is_admin and str(Path(path).expanduser()) in stored:
+        if user.is_admin and is_stored(Path(path)):
             continue
         raise NotPermitted(
             "files are added through an upload; only the server's operator indexes other files on the server "

@@ -96,8 +96,7 @@ class Assistant:
         groups = validate_groups(groups)  # once, here: a generator of names would be spent before the audit
         if user is not None:
             policy.check_share(user, groups)
-            stored = {record.path for record in self.store.list_documents((ADMIN_GROUP,))} if user.is_admin else set()
-            policy.check_ingest_paths(user, [Path(p) for p in paths], self.upload_folder(user), stored)
+            policy.check_ingest_paths(user, [Path(p) for p in paths], self.upload_folder(user), self._is_stored)
         report = self.ingestor.ingest(paths, groups=groups, prune=prune, progress=progress)
         if user is not None:
             self.audit.record(
@@ -106,6 +105,7 @@ class Assistant:
                 **_display_name(user),
                 paths=[str(path) for path in paths],
                 groups=list(groups),
+                prune=prune,
                 **{name: len(getattr(report, name)) for name in _REPORT_LISTS},
                 chunks=report.chunks,
                 redacted=dict(report.redacted),
@@ -116,8 +116,9 @@ class Assistant:
         """Saves uploaded files in `user`'s folder and indexes them for `groups`: the portal's and the API's upload.
 
         Refused whole when the groups are not the user's to share with; file by file when a file is over the size
-        limit or the user's quota. A file that is not indexed (unreadable, or no document) is removed again, so the folder holds only what the
-        store holds (and counts against the quota only then). What each file became is named by its file name alone.
+        limit or the user's quota. A file that is not indexed (unreadable, or no document) is removed again, so the
+        folder holds only what the store holds, and only that counts against the quota. Each file is named by its
+        file name alone.
         """
         self.audit.check()
         groups = validate_groups(groups)
@@ -134,6 +135,9 @@ class Assistant:
     def upload_folder(self, user: User) -> Path:
         """Where `user`'s uploads are kept, keyed by who they are (user.id), never by a display name."""
         return user_folder(self.settings.data_dir, user.id)
+
+    def _is_stored(self, path: Path) -> bool:
+        return self.store.get_document(document_id(path.expanduser())) is not None
 
     def documents(self, user: User) -> list[DocumentInfo]:
         return [_to_info(record) for record in self.store.list_documents(user.groups)]

@@ -50,6 +50,20 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return judged
 
 
+def judged_queries(data: Path, split: str, limit: int | None) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """The judged queries of a BEIR split (the first `limit` of them when given) and their judgements."""
+    qrels_file = data / "qrels" / f"{split}.tsv"
+    for needed in (data / "corpus.jsonl", data / "queries.jsonl", qrels_file):
+        if not needed.is_file():
+            raise SystemExit(f"{needed} is missing: --data must be a BEIR folder and --split one of its qrels files")
+    qrels = read_qrels(qrels_file)
+    texts = {str(q["_id"]): q["text"] for q in read_jsonl(data / "queries.jsonl")}
+    queries = {q: texts[q] for q in qrels if q in texts}
+    if limit:
+        queries = dict(list(queries.items())[:limit])
+    return queries, {q: qrels[q] for q in queries}
+
+
 def write_corpus(corpus: list[dict], folder: Path) -> dict[str, str]:
     """One Markdown file per document; returns file stem -> corpus id (ids need not be valid file names)."""
     shutil.rmtree(folder, ignore_errors=True)
@@ -129,17 +143,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="where the files and store go (default: a temp dir)")
     args = parser.parse_args()
     modes = args.mode or ["hybrid"]
-    qrels_file = args.data / "qrels" / f"{args.split}.tsv"
-    for needed in (args.data / "corpus.jsonl", args.data / "queries.jsonl", qrels_file):
-        if not needed.is_file():
-            raise SystemExit(f"{needed} is missing: --data must be a BEIR folder and --split one of its qrels files")
-
-    qrels = read_qrels(qrels_file)
-    texts = {str(q["_id"]): q["text"] for q in read_jsonl(args.data / "queries.jsonl")}
-    queries = {q: texts[q] for q in qrels if q in texts}
-    if args.limit_queries:
-        queries = dict(list(queries.items())[: args.limit_queries])
-    qrels = {q: qrels[q] for q in queries}
+    queries, qrels = judged_queries(args.data, args.split, args.limit_queries)
 
     with tempfile.TemporaryDirectory(dir=args.work) as work:
         work = Path(work)

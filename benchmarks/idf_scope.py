@@ -32,7 +32,7 @@ from llama_index.core.schema import TextNode
 import retrieval.edge_index
 import retrieval.store
 from assistant import Assistant, User, build_assistant
-from benchmarks.beir import GROUP, evaluate, mode_settings, read_jsonl, read_qrels, write_corpus, write_run
+from benchmarks.beir import GROUP, evaluate, judged_queries, mode_settings, read_jsonl, write_corpus, write_run
 from retrieval import ChunkStore, RetrievalSettings
 from retrieval.embedding import LocalEmbedding
 from retrieval.points import QueryVectors
@@ -150,16 +150,7 @@ def main() -> None:
     if not (args.split and args.run_file):
         parser.error("--split and --run-file are needed for the quality part")
     modes = args.mode or ["sparse", "hybrid"]
-    qrels_file = args.data / "qrels" / f"{args.split}.tsv"
-    for needed in (args.data / "corpus.jsonl", args.data / "queries.jsonl", qrels_file):
-        if not needed.is_file():
-            raise SystemExit(f"{needed} is missing: --data must be a BEIR folder and --split one of its qrels files")
-    qrels = read_qrels(qrels_file)
-    texts = {str(q["_id"]): q["text"] for q in read_jsonl(args.data / "queries.jsonl")}
-    queries = {q: texts[q] for q in qrels if q in texts}
-    if args.limit_queries:
-        queries = dict(list(queries.items())[: args.limit_queries])
-    qrels = {q: qrels[q] for q in queries}
+    queries, qrels = judged_queries(args.data, args.split, args.limit_queries)
 
     with tempfile.TemporaryDirectory(dir=args.work) as work:
         work = Path(work)

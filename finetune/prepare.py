@@ -59,7 +59,7 @@ from finetune.sources import (
 )
 from model.run_layout import SERVES
 from retrieval.access import ADMIN_GROUP, InvalidGroupName, validate_groups
-from retrieval.installation import InstallationSettings
+from retrieval.installation import CONFIG_FILE_VARIABLE, InstallationSettings
 from retrieval.redaction import Redactor
 from retrieval.settings import RetrievalSettings
 
@@ -268,8 +268,17 @@ def _installation(store: str | Path | None, qdrant_url: str | None, collection: 
         overrides["collection"] = collection
     try:
         return InstallationSettings(**overrides)
-    except (ValidationError, FileNotFoundError) as error:
-        raise PrepareError(f"the installation's settings cannot be read: {error}") from None
+    except FileNotFoundError as error:
+        raise PrepareError(str(error)) from None
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{InstallationSettings.setting_name(str(problem['loc'][0]))}={problem['input']!r}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        raise PrepareError(
+            f"the installation's settings are not valid ({problems}): fix them in the environment or in the file "
+            f"{CONFIG_FILE_VARIABLE} names"
+        ) from None
 
 
 def _redactor(settings: InstallationSettings, redact_pii: bool | None, pii_region: str | None) -> Redactor | None:

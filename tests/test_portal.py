@@ -48,7 +48,7 @@ def data(corpus, embedder, tmp_path, monkeypatch):
     for name in ("ASSISTANT_CONFIG", "ASSISTANT_QDRANT_URL", "ASSISTANT_QDRANT_PATH", "ASSISTANT_GENERATOR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ASSISTANT_DATA_DIR", str(data))
-    monkeypatch.setattr("assistant.service.LocalEmbedding", lambda *args, **kwargs: embedder)
+    # `embedder` is the process's shared one: the portal's Assistant uses it (assistant.assembly).
     st.cache_resource.clear()
     st.cache_data.clear()
     yield data

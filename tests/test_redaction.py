@@ -313,7 +313,10 @@ def test_the_command_follows_the_assistants_setting_unless_told(model_dir, sourc
     assert json.loads(capsys.readouterr().out)["manifest"]["redacted"] is None
 
     monkeypatch.setenv("ASSISTANT_REDACT_PII", "maybe")
-    with pytest.raises(PrepareError, match="ASSISTANT_REDACT_PII='maybe' is not true or false"):
+    with pytest.raises(PrepareError, match="ASSISTANT_REDACT_PII='maybe': Input should be a valid boolean"):
         prepare(model_dir, tmp_path / "c", sources, seq_len=64)
+    # A broken installation setting stops prepare whatever the flags say (the assistant would not start with it).
+    assert invoke(*common, "--out", tmp_path / "d", "--redact-pii") == 2
+    monkeypatch.setenv("ASSISTANT_REDACT_PII", "true")
     assert invoke(*common, "--out", tmp_path / "d", "--redact-pii", "--pii-region", "Narnia") == 2
     assert "--pii-region" in capsys.readouterr().err

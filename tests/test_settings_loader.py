@@ -90,7 +90,7 @@ def test_a_broken_settings_file_stops_prepare_with_its_name(tmp_path, monkeypatc
     write_tokenizer(model)
     (tmp_path / "doc.md").write_text(LETTER)
 
-    with pytest.raises(PrepareError, match="redact_pii"):
+    with pytest.raises(PrepareError, match="ASSISTANT_REDACT_PII='perhaps'"):
         prepare(model, tmp_path / "out", [tmp_path / "doc.md"], seq_len=64)
 
 

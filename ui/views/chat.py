@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from assistant import Answer, Assistant, Turn, User
+from assistant.service import MAX_COMMENT_CHARS, MAX_QUESTION_CHARS
 from ui.components import assistant_or_stop, failures_shown, require_user, show_sources
 from ui.safe_text import md, show_text, stream_text
 
@@ -34,7 +35,8 @@ def show_feedback(assistant: Assistant, user: User, turn: ChatTurn) -> None:
         return
     # The rating and the comment are sent together, as one record, when the user presses Send.
     with st.form(f"feedback:{turn.id}", border=False):
-        comment = st.text_input("Comment (optional)", key=f"comment:{turn.id}")
+        # The browser stops at the service's limit; the Assistant refuses more whatever sends it.
+        comment = st.text_input("Comment (optional)", key=f"comment:{turn.id}", max_chars=MAX_COMMENT_CHARS)
         if st.form_submit_button("Send feedback"):
             with failures_shown(stop=False):
                 assistant.feedback(user, turn.question, turn.answer.text, 1 if rating == 1 else -1, comment)
@@ -90,7 +92,7 @@ if turns and st.button("Clear conversation", icon=":material/delete_sweep:"):
 for turn in turns:
     show_turn(assistant, user, turn)
 
-if question := st.chat_input("Ask a question about your documents"):
+if question := st.chat_input("Ask a question about your documents", max_chars=MAX_QUESTION_CHARS):
     with st.chat_message("user"):
         show_text(question)
     with st.chat_message("assistant"):

@@ -167,7 +167,9 @@ def user_from_claims(claims: dict) -> tuple[User, list[str]]:
     """
     issuer, subject = claims.get("iss"), claims.get("sub")
     if not issuer or not subject:
-        raise ValueError("the identity token has no issuer (iss) or subject (sub): the identity provider must send both")
+        raise ValueError(
+            "the identity token has no issuer (iss) or subject (sub): the identity provider must send both"
+        )
     name = claims.get("email") or claims.get("preferred_username") or claims.get("name") or subject
     raw = claims.get("groups") or []
     if isinstance(raw, str):  # some providers send a single group as a string

@@ -66,21 +66,6 @@ def _serve(data_dir: Path):
             process.kill()
 
 
-@pytest.fixture
-def portal(tmp_path, embedder):
-    """A portal over the samples (staff documents) with one staff user, served on a free loopback port."""
-    from assistant import Settings, build_assistant
-    from assistant.users import UserStore
-
-    data_dir = tmp_path / "data"
-    with build_assistant(Settings(data_dir=data_dir), embedder=embedder) as assistant:
-        assistant.ingest([ROOT / "samples" / "public"], groups=["staff"])
-        assistant.ingest([ROOT / "samples" / "hr"], groups=["hr"])
-    UserStore(data_dir / "users.yaml").add("ana", PASSWORD, ["staff"])
-    with _serve(data_dir) as url:
-        yield url
-
-
 class _Listener:
     """An HTTP server on a free loopback port that records every request it gets: the beacon's target."""
 
@@ -105,29 +90,33 @@ class _Listener:
         self.server.server_close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def listener():
     listening = _Listener()
     yield listening
     listening.close()
 
 
-@pytest.fixture
-def hostile_portal(tmp_path, embedder, listener):
-    """A portal whose one staff document holds a Markdown image and an HTML image pointing at the listener."""
+@pytest.fixture(scope="module")
+def portal(tmp_path_factory, embedder, listener):
+    """A portal over the samples (staff and hr documents) and one staff document holding a Markdown image and an HTML
+    image pointing at the listener, with one staff user, served on a free loopback port. One server for the module:
+    starting one takes half a minute."""
     from assistant import Settings, build_assistant
     from assistant.users import UserStore
 
-    docs = tmp_path / "docs"
+    root = tmp_path_factory.mktemp("portal")
+    docs = root / "docs"
     docs.mkdir()
     (docs / "parking.md").write_text(
         "# Parking\n\n"
         f"Parking permits are issued at the front desk ![x](http://127.0.0.1:{listener.port}/beacon) every Monday.\n\n"
         f"Parking permits are free for cyclists <img src=http://127.0.0.1:{listener.port}/img> and car pools.\n"
     )
-    data_dir = tmp_path / "data"
+    data_dir = root / "data"
     with build_assistant(Settings(data_dir=data_dir), embedder=embedder) as assistant:
-        assert assistant.ingest([docs], groups=["staff"]).ok
+        assert assistant.ingest([ROOT / "samples" / "public", docs], groups=["staff"]).ok
+        assert assistant.ingest([ROOT / "samples" / "hr"], groups=["hr"]).ok
     UserStore(data_dir / "users.yaml").add("ana", PASSWORD, ["staff"])
     with _serve(data_dir) as url:
         yield url
@@ -192,10 +181,10 @@ def test_sign_in_ask_and_see_the_answer_with_its_source(portal, browser, tmp_pat
     print(f"screenshot: {shot}")
 
 
-def test_an_image_in_a_document_is_never_fetched_by_the_readers_browser(hostile_portal, browser, listener):
+def test_an_image_in_a_document_is_never_fetched_by_the_readers_browser(portal, browser, listener):
     from selenium.webdriver.common.by import By
 
-    sources = _sign_in_and_ask(browser, hostile_portal, "How are parking permits issued?")
+    sources = _sign_in_and_ask(browser, portal, "How are parking permits issued?")
     for source in sources:  # open every passage too: each shows the document's text
         source.click()
     time.sleep(3)  # an image starts loading as soon as it is in the page; give a fetch time to arrive

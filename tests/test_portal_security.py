@@ -352,6 +352,16 @@ def test_an_internal_error_shows_only_an_incident_id_to_a_non_admin(data, monkey
     assert SECRET_PATH in errors(at)[0].replace("\\", "")
 
 
+def test_an_operating_systems_permission_error_is_an_incident_not_a_message(data, monkeypatch):
+    # PermissionError from the OS names the file it could not open; only the assistant's NotPermitted is for users.
+    denied = PermissionError(13, "Permission denied", f"{SECRET_PATH}/segment-3")
+    monkeypatch.setattr("assistant.service.Assistant.stream", failing_stream(denied))
+    at = sign_in("ana")
+    at.chat_input[0].set_value(SALARY).run()
+    [message] = errors(at)
+    assert "/srv" not in message and re.search(r"incident [0-9a-f]{8}", message)
+
+
 def test_the_assistants_own_refusals_are_shown_to_anyone_and_their_detail_to_admins(data, monkeypatch):
     refusal = InvalidRequest("the question is too long: shorten it", detail=f"limit from {SECRET_PATH}")
     monkeypatch.setattr("assistant.service.Assistant.stream", failing_stream(refusal))

@@ -94,7 +94,9 @@ def _safe_for_anyone(error: BaseException) -> bool:
     from assistant.errors import AssistantError
     from retrieval import InvalidGroupName
 
-    return isinstance(error, AssistantError | AuditError | InvalidGroupName | PermissionError)
+    # Not PermissionError as such: the operating system's ("Permission denied: '/srv/...'") names server paths; the
+    # assistant's own refusals are NotPermitted, an AssistantError.
+    return isinstance(error, AssistantError | AuditError | InvalidGroupName)
 
 
 def show_error(error: BaseException) -> None:

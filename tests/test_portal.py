@@ -10,6 +10,7 @@ import math
 import re
 import shutil
 from datetime import date
+from pathlib import Path
 
 import pytest
 import streamlit as st
@@ -41,18 +42,23 @@ def corpus(tmp_path_factory, embedder):
     return data
 
 
-@pytest.fixture
-def data(corpus, embedder, tmp_path, monkeypatch):
+def portal_over(corpus: Path, tmp_path: Path, monkeypatch):
+    """A copy of `corpus` (a data directory) that the next portal opens; yields it, and closes that portal after."""
     data = tmp_path / "data"
     shutil.copytree(corpus, data)
     for name in ("ASSISTANT_CONFIG", "ASSISTANT_QDRANT_URL", "ASSISTANT_QDRANT_PATH", "ASSISTANT_GENERATOR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ASSISTANT_DATA_DIR", str(data))
-    # `embedder` is the process's shared one: the portal's Assistant uses it (assistant.assembly).
     st.cache_resource.clear()
     st.cache_data.clear()
     yield data
     st.cache_resource.clear()  # closes the test's Assistant, releasing its embedded store
+
+
+@pytest.fixture
+def data(corpus, embedder, tmp_path, monkeypatch):
+    # `embedder` is the process's shared one: the portal's Assistant uses it (assistant.assembly).
+    yield from portal_over(corpus, tmp_path, monkeypatch)
 
 
 def open_portal() -> AppTest:

@@ -139,19 +139,7 @@ def hostile_corpus(tmp_path_factory, embedder):
 
 @pytest.fixture
 def hostile(hostile_corpus, tmp_path, monkeypatch):
-    import shutil
-
-    import streamlit as st
-
-    copy = tmp_path / "data"
-    shutil.copytree(hostile_corpus, copy)
-    for name in ("ASSISTANT_CONFIG", "ASSISTANT_QDRANT_URL", "ASSISTANT_QDRANT_PATH", "ASSISTANT_GENERATOR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("ASSISTANT_DATA_DIR", str(copy))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield copy
-    st.cache_resource.clear()
+    yield from test_portal.portal_over(hostile_corpus, tmp_path, monkeypatch)
 
 
 def test_no_page_renders_a_documents_or_users_images_links_or_html(hostile, embedder):

@@ -226,7 +226,7 @@ class Assistant:
         generator = self.generator if sources else None
         first_piece = None
         if generator is None:
-            text = extractive.compose(question_vector, sources, self.embedder.embed)
+            text = extractive.compose(question_vector, sources, self.embedder.embed, question=question)
             yield from text.splitlines(keepends=True)
             model, adapter = EXTRACTIVE_MODEL, None
         else:
@@ -432,7 +432,15 @@ def _shown(sources: list[Source]) -> dict:
 
 def _to_info(record: DocumentRecord) -> DocumentInfo:
     return DocumentInfo(
-        record.doc_id, record.path, record.groups, record.chunks, record.size, record.modified, record.ingested_at
+        record.doc_id,
+        record.path,
+        record.groups,
+        record.chunks,
+        record.size,
+        record.modified,
+        record.ingested_at,
+        title=record.title,
+        period=record.period,
     )
 
 
@@ -446,6 +454,9 @@ def _to_source(hit: NodeWithScore) -> Source:
         score=float(hit.score),
         text=hit.node.text,
         heading=meta.get("heading"),
+        title=meta.get("title"),
+        period=meta.get("period"),
+        table=bool(meta.get("table")),
     )
 
 

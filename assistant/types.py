@@ -4,6 +4,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from retrieval import ADMIN_GROUP, IngestReport, validate_groups
+from retrieval.tables import parse_markdown
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,20 @@ class Source:
     score: float
     text: str
     heading: str | None = None
+    # What the document calls itself and the period it states; None for documents stored before these were read.
+    title: str | None = None
+    period: str | None = None
+    # The passage is rows of a table, kept as a Markdown grid (header first).
+    table: bool = False
 
     @property
     def location(self) -> str:
-        """Where in the document: 'p. 3' or the heading path."""
-        if self.page is not None:
-            return f"p. {self.page}"
-        return self.heading or ""
+        """Where in the document: 'p. 3, Goal 1 > Objective 1.2', the page or the heading path alone, or ''."""
+        return ", ".join(part for part in (f"p. {self.page}" if self.page is not None else None, self.heading) if part)
+
+    def grid(self) -> tuple[list[str], list[list[str]]] | None:
+        """(header, rows) of a table passage; None for text."""
+        return parse_markdown(self.text) if self.table else None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,6 +133,8 @@ class DocumentInfo:
     size: int
     modified: str
     ingested_at: str
+    title: str | None = None
+    period: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -10,7 +10,7 @@ import hashlib
 import stat
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,13 +20,16 @@ from tqdm import tqdm
 
 from retrieval.access import validate_groups
 from retrieval.chunking import Chunker
+from retrieval.document_info import describe
 from retrieval.embedding import LocalEmbedding
 from retrieval.files import NOT_REGULAR, Failure, changed_since, list_files, read_reason, sha256_file, shown
 from retrieval.loaders import Limits, LoadError, load
 from retrieval.loaders.guards import refuse_size
+from retrieval.loaders.sections import HEADING_SEPARATOR
 from retrieval.redaction import Redactor, redact_documents
 from retrieval.sparse import Bm25Encoder
 from retrieval.store import COMPLETE, WRITING, ChunkStore, DocumentRecord, chunk_point_id
+from retrieval.tables import searchable
 
 
 @dataclass
@@ -176,7 +179,12 @@ class Ingestor:
         if self.redactor is not None:  # before chunking: nothing stored, embedded or searched holds the originals
             sections, found = redact_documents(sections, self.redactor)
             report.redacted += found
-        chunks = self.chunker.split(sections)
+        info = describe(sections, path)
+        # The document's line is read with every chunk, so it comes out of the chunk's budget; unless it is the
+        # top heading the chunk was always read with (embedding_text then names it once).
+        top = (sections[0].metadata.get("heading") or "").split(HEADING_SEPARATOR)[0] if sections else ""
+        reserve = 0 if info.context == top else len(self.embedder.count_tokens(info.context))
+        chunks = self.chunker.split(sections, reserve=reserve)
         now = datetime.now(UTC).isoformat(timespec="seconds")
         record = DocumentRecord(
             doc_id=doc_id,
@@ -188,6 +196,8 @@ class Ingestor:
             modified=datetime.fromtimestamp(before.st_mtime, UTC).isoformat(timespec="seconds"),
             ingested_at=now,
             redacted=redacting,
+            title=info.title,
+            period=info.period.label if info.period else None,
         )
         nodes = [
             TextNode(
@@ -198,6 +208,8 @@ class Ingestor:
                     "path": record.path,
                     "page": where.get("page"),
                     "heading": where.get("heading"),
+                    "table": bool(where.get("table")),
+                    **info.payload(),
                     "chunk": number,
                     "content_hash": content_hash,
                     "groups": list(groups),
@@ -220,7 +232,7 @@ class Ingestor:
             if item.previous is not None and item.previous.content_hash == item.record.content_hash:
                 self.store.remove_chunks(item.record.doc_id)
         nodes = [node for item in pending for node in item.nodes]
-        texts = [embedding_text(node.text, node.metadata.get("heading")) for node in nodes]
+        texts = [embedding_text(node.text, node.metadata) for node in nodes]
         for node, vector in zip(nodes, self.embedder.embed(texts), strict=True):
             node.embedding = vector
         # The lexical vector reads the same text as the dense one, heading included.
@@ -243,7 +255,13 @@ class Ingestor:
                 report.removed.append(record.path)
 
 
-def embedding_text(text: str, heading: str | None) -> str:
-    """What the embedder, BM25 and the reranker read for a chunk: the heading tells them what a terse passage is
-    about ("27 days" under "Annual leave")."""
-    return f"{heading}\n{text}" if heading else text
+def embedding_text(text: str, metadata: Mapping) -> str:
+    """What the embedder, BM25 and the reranker read for a chunk: whose document and which period it is from
+    ("Office of Personnel Management Annual Performance Report (FY 2019)"), its section ("27 days" under
+    "Annual leave"), then its text, a table's rows as ``column: value`` records."""
+    context = metadata.get("context")
+    heading = metadata.get("heading")
+    title = metadata.get("title")
+    if heading and title and (heading == title or heading.startswith(title + HEADING_SEPARATOR)):
+        heading = heading[len(title) + len(HEADING_SEPARATOR) :] or None  # the context line names it already
+    return "\n".join(part for part in (context, heading, searchable(text)) if part)

@@ -221,14 +221,16 @@ def _national_ids(text: str) -> Iterator[tuple[int, int]]:
 
 
 def redact_documents(documents: Iterable[Document], redactor: Redactor) -> tuple[list[Document], Counter[str]]:
-    """Loaded sections with their text and heading redacted (a heading can name a person as well as a text can)."""
+    """Loaded sections with their text, heading and recorded title redacted (a heading or a title can name a
+    person as well as a text can)."""
     redacted, counts = [], Counter()
     for document in documents:
         text, found = redactor.redact(document.text)
         metadata = dict(document.metadata)
-        if heading := metadata.get("heading"):
-            metadata["heading"], in_heading = redactor.redact(heading)
-            found += in_heading
+        for key in ("heading", "document_title"):
+            if value := metadata.get(key):
+                metadata[key], in_value = redactor.redact(value)
+                found += in_value
         counts += found
         redacted.append(Document(text=text, metadata=metadata))
     return redacted, counts

@@ -4,17 +4,21 @@ First stage: the store's query (dense, sparse or both fused inside Qdrant, the a
 Second, when a reranker is configured: a cross-encoder reads the question with each of the top candidates, and
 its score is blended with the first stage's, each min-max normalised over the candidates. Blending rather than
 replacing, because on SciFact an MS MARCO cross-encoder alone reordered the candidates worse than the fusion
-that found them (benchmarks/README.md).
+that found them (benchmarks/README.md). Last, the edition a question's period asks for is preferred
+(``retrieval.editions``).
 """
 
 from collections.abc import Iterable
 
 from llama_index.core.schema import NodeWithScore
 
+from retrieval.editions import prefer_period
 from retrieval.embedding import LocalEmbedding
 from retrieval.ingest import embedding_text
+from retrieval.periods import asked_period
 from retrieval.points import QueryVectors
 from retrieval.rerank import CrossEncoderReranker
+from retrieval.scores import min_max
 from retrieval.sparse import Bm25Encoder
 from retrieval.store import ChunkStore
 
@@ -45,11 +49,11 @@ class Searcher:
             dense=(dense if dense is not None else self.embedder.embed([text])[0]) if mode != "sparse" else None,
             sparse=self.sparse.query(text) if mode != "dense" else None,
         )
-        depth = max(k, self.rerank_candidates) if self.reranker else k
-        found = self.store.search(vectors, reader_groups, depth)
-        if self.reranker is None or len(found) < 2:
-            return found[:k]
-        return self._rerank(text, found)[:k]
+        # Deeper than k whatever the reranker: the edition a question asks for may rank below its twins.
+        found = self.store.search(vectors, reader_groups, max(k, self.rerank_candidates))
+        if self.reranker is not None and len(found) > 1:
+            found = self._rerank(text, found)
+        return prefer_period(found, asked_period(text))[:k]
 
     def _rerank(self, text: str, found: list[NodeWithScore]) -> list[NodeWithScore]:
         """Blends the cross-encoder's score into the top candidates; the rest count as its lowest score.
@@ -58,17 +62,10 @@ class Searcher:
         below every one that was read (their first-stage score is no higher and their reranker score is 0).
         """
         head = found[: self.rerank_candidates]
-        passages = [embedding_text(c.node.text, c.node.metadata.get("heading")) for c in head]
-        cross = _min_max(self.reranker.score(text, passages)) + [0.0] * (len(found) - len(head))
-        first = _min_max([c.score for c in found])
+        passages = [embedding_text(c.node.text, c.node.metadata) for c in head]
+        cross = min_max(self.reranker.score(text, passages)) + [0.0] * (len(found) - len(head))
+        first = min_max([c.score for c in found])
         weight = self.rerank_weight
         blended = [weight * r + (1 - weight) * f for r, f in zip(cross, first, strict=True)]
         order = sorted(range(len(found)), key=lambda i: blended[i], reverse=True)
         return [NodeWithScore(node=found[i].node, score=blended[i]) for i in order]
-
-
-def _min_max(scores: list[float]) -> list[float]:
-    low, high = min(scores), max(scores)
-    if high == low:
-        return [0.5] * len(scores)
-    return [(s - low) / (high - low) for s in scores]

@@ -64,6 +64,11 @@ class RetrievalSettings(BaseModel):
     max_file_mb: int = Field(default=MAX_FILE_BYTES // _MB, ge=1)
     max_text_chars: int = Field(default=MAX_TEXT_CHARS, ge=1)
 
+    # Pages of a PDF without a text layer (scans) are read by OCR from their image: 8-16 s a page on 2 cores
+    # (benchmarks/README.md), spent only on such pages. Off: those pages are left out, and a file of nothing else
+    # is refused as having no text.
+    ocr: bool = True
+
     # Personal data (e-mail addresses, phone numbers, card numbers, IBANs, labelled account numbers, national ids)
     # replaced by typed placeholders ("[EMAIL]") before a file is chunked, so the store, its vectors and the search
     # never hold them. Off by default: where staff look up colleagues' or customers' contact details, those details
@@ -78,6 +83,7 @@ class RetrievalSettings(BaseModel):
         return Limits(
             self.max_file_mb * _MB,
             self.max_text_chars,
+            ocr=self.ocr,
             file_setting=self.setting_name("max_file_mb"),
             text_setting=self.setting_name("max_text_chars"),
         )

@@ -61,6 +61,10 @@ class DocumentRecord:
     ingested_at: str
     status: str = field(default=COMPLETE)
     redacted: bool = False  # whether personal data was replaced in its chunks (redact_pii when it was ingested)
+    # What the document calls itself and the period it states (retrieval.document_info); None for documents
+    # stored before these were read.
+    title: str | None = None
+    period: str | None = None
 
     @classmethod
     def from_payload(cls, payload: dict) -> "DocumentRecord":

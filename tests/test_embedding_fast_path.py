@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval import embedding
+from retrieval import onnx_export
 from retrieval.embedding import EmbeddingBackendError, LocalEmbedding
 
 SENTENCES = [
@@ -86,7 +86,7 @@ def cached(embedder, tmp_path, monkeypatch):
         shutil.copy(good, file)
         shutil.copy(good.with_suffix(".json"), file.with_suffix(".json"))
 
-    monkeypatch.setattr(embedding, "_export_int8", fake_export)
+    monkeypatch.setattr(onnx_export, "export_int8", fake_export)
     return cache, cache / good.name, exports
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 from email.message import EmailMessage
 from pathlib import Path
@@ -25,6 +26,7 @@ from retrieval.loaders import (
     web,
 )
 from retrieval.loaders import sections as loader_sections
+from retrieval.tables import parse_markdown, records
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "corpus"
@@ -51,12 +53,33 @@ def section_with(documents, phrase: str):
     return matches[0]
 
 
+def tables(documents) -> list[tuple[str | None, list[str], list[list[str]]]]:
+    """(heading, header, rows) of each table section, in file order."""
+    found = []
+    for document in documents:
+        if document.metadata.get("table"):
+            header, rows = parse_markdown(document.text)
+            found.append((document.metadata.get("heading"), header, rows))
+    return found
+
+
+def table_with(documents, cell: str):
+    """(heading, header, rows) of the first table with ``cell`` in its header or rows."""
+    for heading, header, rows in tables(documents):
+        if cell in header or any(cell in row for row in rows):
+            return heading, header, rows
+    raise AssertionError(f"{cell!r} is in no table")
+
+
 def assert_contract(documents) -> None:
     """What every loader promises about the sections it returns."""
     assert documents
     for document in documents:
         assert document.text == document.text.strip() and document.text
-        assert set(document.metadata) <= {"page", "heading"}
+        assert set(document.metadata) <= {"page", "heading", "table", "document_title", "document_created"}
+        if "table" in document.metadata:
+            assert document.metadata["table"] is True
+            assert parse_markdown(document.text) is not None, "a table section is one Markdown table"
         if "page" in document.metadata:
             assert isinstance(document.metadata["page"], int) and document.metadata["page"] >= 1
         if "heading" in document.metadata:
@@ -88,12 +111,16 @@ class TestRealFormats:
     def test_docx_tables(self):
         documents = load(FORMATS / "docx-tables.docx")
         assert_contract(documents)
-        text = texts(documents)
-        assert "Header Col 1 | Header Col 2\nLorem ipsum | A link example" in text
-        assert "d | e | f; g&t | h | i" in text  # the nested table stays inside its cell
-        assert "\na | b\n" in text and "a | b | b" not in text  # a merged cell counts once
-        # Tables come in document order, under the paragraph that introduces them.
-        assert text.index("Nested Table") < text.index("a | >b< | c") < text.index("Table with merged cells")
+        assert tables(documents) == [
+            (None, ["Header Col 1", "Header Col 2"], [["Lorem ipsum", "A link example"]]),
+            (None, ["a", ">b<", "c"], [["d", "e, f; g&t, h", "i"], ["j", "k", "l"]]),  # nested: inside its cell
+            (None, ["a", "b", ""], [["a", "c", "d"], ["e", "", "d"]]),  # a merged cell counts once
+        ]
+        # Tables come in document order, after the paragraph that introduces them.
+        kinds = [d.text if not d.metadata.get("table") else "<table>" for d in documents]
+        assert kinds == [
+            "Simple uniform table", "<table>", "Nested Table", "<table>", "Table with merged cells", "<table>"
+        ]  # fmt: skip
 
     def test_docx_long_handbook(self):
         started = time.perf_counter()
@@ -120,6 +147,14 @@ class TestRealFormats:
         assert "Total revenue | 19,984,378 | 10,230,316" in text
         assert "Total assets | $40,452,705 | $30,574,594" in text
         assert "0000013156" not in text  # the hidden inline-XBRL header is not content
+        assert len(tables(documents)) >= 40
+        _, header, rows = table_with(documents, "Total revenue")
+        assert header == ["", "2021", "2020"]  # spacer and "$" cells are gone, the sign is on the figure
+        assert ["Licensing fees", "$19,984,378", "$10,230,316"] in rows
+        _, header, _ = table_with(documents, "March 31,")  # "2021" spans "High ($)" and "Low ($)"
+        assert header == ["Quarter Ended", "2021 High ($)", "2021 Low ($)", "2020 High ($)", "2020 Low ($)"]
+        # Bullets and footnotes set out as one-row tables stay text.
+        assert "• | Expand the number of markets we serve;" in section_with(documents, "Expand the number").text
 
     def test_rtf(self):
         documents = load(FORMATS / "fake-doc.rtf")
@@ -150,8 +185,13 @@ class TestRealFormats:
         documents = load(FORMATS / "fake-power-point-table.pptx")
         assert_contract(documents)
         assert [d.metadata["page"] for d in documents] == [1]
-        assert documents[0].metadata["heading"] == "A Slide with a Table"
-        assert "Tangerine | Pink | Aqua" in documents[0].text
+        assert tables(documents) == [
+            (
+                "A Slide with a Table",
+                ["Column 1", "Column 2", "Column 3"],
+                [["Red", "Green", "Blue"], ["Purple", "Orange", "Yellow"], ["Tangerine", "Pink", "Aqua"]],
+            )
+        ]
 
     def test_pptx_slides(self):
         documents = load(FORMATS / "sample-presentation.pptx")
@@ -159,28 +199,44 @@ class TestRealFormats:
         assert [d.metadata["page"] for d in documents] == [1, 2, 3, 4]
         assert headings(documents)[1] == "This is the first content slide"
         assert "With a sub-bullet" in documents[1].text
-        assert "2 | A2 | B2 | C2" in documents[3].text
+        assert documents[3].metadata == {"page": 4, "heading": "This is kinda backwards, huh?", "table": True}
+        assert tables(documents)[0][1:] == (
+            ["Table", "A", "B", "C"],
+            [["1", "A1", "B1", "C1"], ["2", "A2", "B2", "C2"]],
+        )
 
     def test_odt(self):
         documents = load(FORMATS / "fake.odt")
         assert_contract(documents)
         text = texts(documents)
         assert "Lorem ipsum dolor sit amet." in text
-        assert "Leader | Sarah | Mark | Ryan" in text
+        assert tables(documents) == [
+            (
+                None,
+                ["Header row", "Mon", "Wed", "Fri"],
+                [["Color", "Blue", "Red", "Green"], ["Time", "1pm", "2pm", "3pm"], ["Leader", "Sarah", "Mark", "Ryan"]],
+            )
+        ]
 
     def test_xlsx_sheets(self):
         documents = load(FORMATS / "stanley-cups.xlsx")
         assert_contract(documents)
         assert headings(documents) == ["Stanley Cups", "Stanley Cups Since 67"]
-        assert "Maple Leafs | TOR | 13" in documents[0].text  # 13.0 in the file reads as 13
-        assert "Maple Leafs | TOR | 0" in documents[1].text
+        # The title row above each table repeats the sheet's name; the header is the row below it.
+        (_, first_header, first), (_, second_header, second) = tables(documents)
+        assert first_header == second_header == ["Team", "Location", "Stanley Cups"]
+        assert ["Maple Leafs", "TOR", "13"] in first  # 13.0 in the file reads as 13
+        assert ["Maple Leafs", "TOR", "0"] in second
 
     def test_xlsx_sparse_rows(self):
         documents = load(FORMATS / "xlsx-subtable-cases.xlsx")
         assert_contract(documents)
         assert headings(documents) == ["Sheet1"]
-        lines = documents[0].text.splitlines()
-        assert "c | d | e" in lines and "2. e" in lines and "" not in lines
+        ((_, header, rows),) = tables(documents)
+        assert header == ["a", "b", "", ""]  # column C has text further down; no column is empty throughout
+        assert ["c", "d", "", "e"] in rows and ["", "2. e", "", ""] in rows
+        assert all(any(row) for row in rows)
+        assert rows.count(["a", "b", "", ""]) == 2  # in a sheet, a row like the header starts the next block
 
     def test_epub(self):
         documents = load(FORMATS / "winter-sports.epub")
@@ -199,7 +255,12 @@ class TestRealFormats:
         for report in reports:
             documents = load(report)
             assert_contract(documents)
-            assert [d.metadata for d in documents] == [{"page": n} for n in range(1, len(documents) + 1)]
+            # Each page's text in page order; the report's ruled form as "label value" lines, each value beside its
+            # label rather than a grid whose "header" would be the form's first field.
+            pages = [d.metadata["page"] for d in documents]
+            assert pages == sorted(pages) and set(pages) == set(range(1, max(pages) + 1)), report.name
+            text = "\n".join(d.text for d in documents)
+            assert re.search(r"^(.+; )?Certificate: \S", text, re.MULTILINE), report.name
             assert sum(len(d.text) for d in documents) > 2000, report.name
             assert "National Transportation Safety Board" in documents[0].text
 
@@ -327,13 +388,13 @@ class TestCsv:
     def test_rows_name_their_columns(self, tmp_path):
         documents = load(write(tmp_path / "teams.csv", "Team,City,Cups\nBlues,STL,1\nLeafs,TOR,13\n"))
         assert_contract(documents)
-        assert documents[0].metadata == {}
-        assert documents[0].text == "Team: Blues; City: STL; Cups: 1\nTeam: Leafs; City: TOR; Cups: 13"
+        assert documents[0].metadata == {"table": True}
+        assert records(documents[0].text) == ["Team: Blues; City: STL; Cups: 1", "Team: Leafs; City: TOR; Cups: 13"]
 
     def test_sniffs_semicolons_and_keeps_quoted_newlines(self, tmp_path):
         content = 'name;note\nAda;"first line\nsecond line"\nBob;\n'
         documents = load(write(tmp_path / "notes.csv", content))
-        assert documents[0].text == "name: Ada; note: first line second line\nname: Bob"
+        assert records(documents[0].text) == ["name: Ada; note: first line second line", "name: Bob"]
 
     def test_header_only(self, tmp_path):
         documents = load(write(tmp_path / "empty.csv", "a,b,c\n"))
@@ -360,12 +421,13 @@ class TestSyntheticOffice:
 
         documents = load(path)
         assert_contract(documents)
-        assert headings(documents) == [
-            "Employee handbook",
-            "Employee handbook > Leave > Sick leave",
-            "Employee handbook > Travel",
+        assert [(d.metadata.get("heading"), d.text) for d in documents] == [
+            ("Employee handbook", "Intro text."),
+            ("Employee handbook > Leave > Sick leave", "Call in before 9:00."),
+            ("Employee handbook > Leave > Sick leave", "| Days | Pay |\n| --- | --- |\n| 1-5 | 100% |"),
+            ("Employee handbook > Leave > Sick leave", "After the table."),
+            ("Employee handbook > Travel", "Book through the portal."),
         ]
-        assert documents[1].text == "Call in before 9:00.\nDays | Pay\n1-5 | 100%\nAfter the table."
 
     def test_odt_headings(self, tmp_path):
         document = OpenDocumentText()
@@ -411,7 +473,7 @@ class TestHtml:
         assert [(d.metadata.get("heading"), d.text) for d in documents] == [
             ("Product FAQ", "Read this first."),
             ("Product FAQ > Battery", "It lasts\n40 minutes."),
-            ("Product FAQ > Battery > Charging", "Charger | Time\nFast | 55 min"),
+            ("Product FAQ > Battery > Charging", "| Charger | Time |\n| --- | --- |\n| Fast | 55 min |"),
             ("Product FAQ > Support", "Email us\nCall us"),
         ]
 
@@ -454,17 +516,14 @@ class TestSyntheticEmail:
 class TestPdf:
     def test_pages(self, tmp_path):
         documents = load(make_pdf(tmp_path / "two.pdf", ["First page text.", "Second page text."]))
-        assert [(d.metadata, d.text) for d in documents] == [
-            ({"page": 1}, "First page text."),
-            ({"page": 2}, "Second page text."),
-        ]
+        assert [(d.metadata["page"], d.text) for d in documents] == [(1, "First page text."), (2, "Second page text.")]
 
     def test_blank_pages_are_dropped(self, tmp_path):
         writer = PdfWriter(clone_from=make_pdf(tmp_path / "one.pdf", ["Only text."]))
         writer.add_blank_page()
         path = tmp_path / "with-blank.pdf"
         writer.write(path)
-        assert [d.metadata for d in load(path)] == [{"page": 1}]
+        assert [d.metadata["page"] for d in load(path)] == [1]
 
     def test_empty_user_password_is_opened(self, tmp_path):
         writer = PdfWriter(clone_from=make_pdf(tmp_path / "plain.pdf", ["Readable anyway."]))

@@ -56,3 +56,14 @@ def test_every_format_of_the_sample_company_is_stored_with_its_location(company)
     assert pdf_hit.path.endswith("expense-policy.pdf") and pdf_hit.page >= 1
     md_hit = company.search("doctor's note sick leave", admin, k=1)[0]
     assert md_hit.path.endswith("employee-handbook.md") and md_hit.heading
+
+
+def test_a_figure_from_a_table_is_quoted_with_its_row_and_column_names(company):
+    """The salary table is a table in the PDF: the answer quotes the senior engineer's row, each figure named."""
+    answer = company.ask("What is the salary band for a senior engineer?", User("hr", ("hr",)), k=5)
+    quoted = next(line for line in answer.text.splitlines() if "senior engineer" in line)
+    assert "Level: L4 Lead" in quoted
+    assert "Band minimum: 68,000" in quoted and "Band maximum: 92,000" in quoted
+    table = next(s for s in answer.sources if s.table)
+    assert table.page == 1 and table.heading == "2. Job levels and salary bands"
+    assert table.location == "p. 1, 2. Job levels and salary bands"

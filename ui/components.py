@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from assistant import Assistant, Settings, Source, User, build_assistant
@@ -167,9 +168,27 @@ def show_sources(sources: list[Source]) -> None:
         # A file name and a heading come from the document: in a label they would be Markdown, so they are escaped.
         where = f" — {source.location}" if source.location else ""
         with st.expander(md(f"[{number}] {Path(source.path).name}{where}")):
-            st.caption(f"{md(source.path)} · relevance {source.score:.2f}")
-            # A passage is quoted as written: never rendered as Markdown or HTML of the page's own.
-            show_text(source.text)
+            document = f"{source.title} ({source.period})" if source.title and source.period else source.title
+            st.caption(
+                " · ".join(md(part) for part in (document, source.path) if part) + f" · relevance {source.score:.2f}"
+            )
+            if (table := source.grid()) is not None:
+                show_table(*table)
+            else:
+                # A passage is quoted as written: never rendered as Markdown or HTML of the page's own.
+                show_text(source.text)
+
+
+def show_table(header: list[str], rows: list[list[str]]) -> None:
+    """A table passage as a grid. st.dataframe draws cells on a canvas as plain text, so a cell's Markdown or HTML
+    is never rendered; columns are named uniquely, as a frame needs."""
+    names: list[str] = []
+    for number, name in enumerate(header, 1):
+        name = name or f"column {number}"
+        names.append(name if name not in names else f"{name} ({number})")
+    width = len(names)
+    cells = [(row + [""] * width)[:width] for row in rows]
+    st.dataframe(pd.DataFrame(cells, columns=names), hide_index=True)
 
 
 def human_size(size: int) -> str:

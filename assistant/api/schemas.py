@@ -79,8 +79,11 @@ class SourceModel(BaseModel):
     page: int | None
     chunk: int
     score: float
-    text: str
-    heading: str | None = None
+    text: str = Field(description="The passage; a table's rows as a Markdown grid, header first, when table is true")
+    heading: str | None = Field(default=None, description="Its section: the heading path, e.g. 'Leave > Sick leave'")
+    title: str | None = Field(default=None, description="What its document calls itself (title page or metadata)")
+    period: str | None = Field(default=None, description="The period its document states: 'FY 2019', '2023-10-26'")
+    table: bool = False
 
 
 class TurnModel(BaseModel):
@@ -129,6 +132,8 @@ class DocumentModel(BaseModel):
     size: int
     modified: str
     ingested_at: str
+    title: str | None = None
+    period: str | None = None
 
 
 class DocumentsResponse(BaseModel):

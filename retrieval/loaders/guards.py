@@ -39,10 +39,14 @@ MAX_REASON_CHARS = 200
 
 @dataclass(frozen=True)
 class Limits:
-    """What one file may cost, and the names of the settings that raise each limit (for the refusals)."""
+    """What one file may cost, and the names of the settings that raise each limit (for the refusals).
+
+    ``ocr``: whether a page without a text layer may cost the seconds it takes to read its image.
+    """
 
     max_file_bytes: int
     max_text_chars: int
+    ocr: bool = True
     file_setting: str = "max_file_mb"
     text_setting: str = "max_text_chars"
 

@@ -1,8 +1,9 @@
-"""Markdown: one section per heading, split on the parser's view of the document.
+"""Markdown: one section per heading, split on the parser's view of the document, and one per table.
 
-Headings come from markdown-it-py's tokens and their source line ranges (``token.map``),
-so a ``#`` line inside a fenced code block is text, not a heading. Each section keeps
-its Markdown source (lists, tables, code) since that reads well to a model.
+Headings and GFM pipe tables come from markdown-it-py's tokens and their source line ranges
+(``token.map``), so a ``#`` or ``|`` line inside a fenced code block is text, not a heading or a
+table. Text sections keep their Markdown source (lists, code) since that reads well to a model;
+a table is handed on as rows, so its chunks keep its header.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from .decoding import decode_text
-from .sections import HeadingTrail, Section, to_documents
+from .grid import table_section
+from .sections import HeadingTrail, Section, one_line, to_documents
 
 NO_TEXT_REASON = "no text: the Markdown file holds only whitespace"
 # A page of front matter alone (a redirect, a stub) is not empty, it just has nothing to read.
@@ -34,6 +36,13 @@ class _Heading:
     end_line: int  # 0-based, exclusive
 
 
+@dataclass
+class _Table:
+    rows: list[list[str]]
+    first_line: int  # 0-based, inclusive
+    end_line: int  # 0-based, exclusive
+
+
 def load_markdown(path: Path) -> list[Document]:
     # Split only where markdown-it sees line breaks, so its line numbers index this list.
     text = decode_text(path.read_bytes())
@@ -42,12 +51,18 @@ def load_markdown(path: Path) -> list[Document]:
     trail = HeadingTrail(root=title)
     sections = []
     position = body_start
-    for heading in _headings(lines, body_start):
-        if not heading.title.strip():
+    for block in _blocks(lines, body_start):
+        if isinstance(block, _Table):
+            if (table := table_section(block.rows, trail.path)) is None:
+                continue  # a one-column "table" reads better as the Markdown source it is
+            sections.append(_section(lines, position, block.first_line, trail))
+            sections.append(table)
+        elif block.title.strip():
+            sections.append(_section(lines, position, block.first_line, trail))
+            trail.enter(block.level, block.title)
+        else:
             continue  # a bare "#" line cuts nothing; it stays in the text
-        sections.append(_section(lines, position, heading.first_line, trail))
-        trail.enter(heading.level, heading.title)
-        position = heading.end_line
+        position = block.end_line
     sections.append(_section(lines, position, len(lines), trail))
     reason = FRONT_MATTER_ONLY_REASON if body_start and text.strip() else NO_TEXT_REASON
     return to_documents(sections, empty_reason=reason)
@@ -57,23 +72,42 @@ def _section(lines: list[str], start: int, end: int, trail: HeadingTrail) -> Sec
     return Section(text="\n".join(lines[start:end]), heading=trail.path)
 
 
-def _headings(lines: list[str], body_start: int) -> list[_Heading]:
+def _blocks(lines: list[str], body_start: int) -> list[_Heading | _Table]:
+    """Headings and top-level tables in file order."""
     # The parser sees only the body; its line numbers are shifted back afterwards.
-    tokens = MarkdownIt("commonmark").parse("\n".join(lines[body_start:]))
-    headings = []
+    tokens = MarkdownIt("commonmark").enable("table").parse("\n".join(lines[body_start:]))
+    blocks: list[_Heading | _Table] = []
     for index, token in enumerate(tokens):
-        if token.type != "heading_open" or token.map is None:
+        if token.map is None:
             continue
         first, end = token.map
-        headings.append(
-            _Heading(
-                level=int(token.tag[1:]),
-                title=_plain(tokens[index + 1]),
-                first_line=first + body_start,
-                end_line=end + body_start,
+        if token.type == "heading_open":
+            blocks.append(
+                _Heading(
+                    level=int(token.tag[1:]),
+                    title=_plain(tokens[index + 1]),
+                    first_line=first + body_start,
+                    end_line=end + body_start,
+                )
             )
-        )
-    return headings
+        # A table inside a list or quote keeps its prefixes in the source; it stays text there.
+        elif token.type == "table_open" and token.level == 0:
+            rows = _table_rows(tokens, index)
+            blocks.append(_Table(rows=rows, first_line=first + body_start, end_line=end + body_start))
+    return blocks
+
+
+def _table_rows(tokens: list[Token], start: int) -> list[list[str]]:
+    """Cells of the table opening at ``tokens[start]``, as inline Markdown (links and emphasis kept)."""
+    rows: list[list[str]] = []
+    for token in tokens[start + 1 :]:
+        if token.type == "table_close":
+            break
+        if token.type == "tr_open":
+            rows.append([])
+        elif token.type == "inline" and rows:
+            rows[-1].append(one_line(token.content))
+    return rows
 
 
 def _plain(inline: Token) -> str:

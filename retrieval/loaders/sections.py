@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from llama_index.core import Document
 
+from retrieval.tables import to_markdown
+
 from .errors import LoadError
 
 HEADING_SEPARATOR = " > "
@@ -24,11 +26,16 @@ _OVERLONG_RUN = re.compile(rf"(?<!\S)\S{{{MAX_RUN_CHARS + 1},}}")
 
 @dataclass
 class Section:
-    """One natural part of a file: a page, a slide, a sheet, a heading's text."""
+    """One natural part of a file: a page, a slide, a sheet, a heading's text, or one table.
 
-    text: str
+    A table comes as ``rows`` (the first its header, cells as text) and no ``text``; its ``heading`` is the
+    heading path it stands under, with its caption last where it has one.
+    """
+
+    text: str = ""
     heading: str | None = None
     page: int | None = None
+    rows: list[list[str]] | None = None
 
 
 class HeadingTrail:
@@ -74,11 +81,19 @@ def tidy(text: str) -> str:
     return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
 
 
-def to_documents(sections: Iterable[Section], *, empty_reason: str) -> list[Document]:
-    """Drop empty sections and encoded-data runs; refuse a file that yields no text at all."""
+def to_documents(
+    sections: Iterable[Section], *, empty_reason: str, title: str | None = None, created: str | None = None
+) -> list[Document]:
+    """Drop empty sections and encoded-data runs; refuse a file that yields no text at all.
+
+    ``title`` and ``created`` (an ISO date): what the file's own metadata says of the whole document, where a
+    loader can tell it from a tool's default; kept on the first section for ``retrieval.document_info``.
+    """
     documents = []
     dropped = 0
     for section in sections:
+        if section.rows is not None:
+            section = _table_section(section)
         text, runs = _OVERLONG_RUN.subn("", section.text)
         dropped += runs
         text = text.strip()
@@ -89,6 +104,8 @@ def to_documents(sections: Iterable[Section], *, empty_reason: str) -> list[Docu
             metadata["page"] = section.page
         if section.heading:
             metadata["heading"] = section.heading
+        if section.rows is not None:
+            metadata["table"] = True
         documents.append(Document(text=text, metadata=metadata))
     if not documents:
         if dropped:
@@ -97,4 +114,16 @@ def to_documents(sections: Iterable[Section], *, empty_reason: str) -> list[Docu
                 "or line break, which is encoded data (base64, minified code), not text to search"
             )
         raise LoadError(empty_reason)
+    for key, value in (("document_title", title), ("document_created", created)):
+        if value:
+            documents[0].metadata[key] = value
     return documents
+
+
+def _table_section(section: Section) -> Section:
+    """A table as the chunker keeps it: a Markdown grid. A header alone, or one row, is a line of text."""
+    rows = [list(row) for row in section.rows or []]  # cells come as single lines; to_markdown tidies them
+    rows = [row for row in rows if any(row)]
+    if len(rows) < 2 or max(len(row) for row in rows) < 2:
+        return Section(text="\n".join(" ".join(row) for row in rows), heading=section.heading, page=section.page)
+    return Section(text=to_markdown(rows), heading=section.heading, page=section.page, rows=rows)

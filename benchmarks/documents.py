@@ -1,0 +1,153 @@
+"""Retrieval over long real documents: the project's own questions over the real PDFs in ../shared/data/corpus.
+
+    .venv/bin/python -m benchmarks.documents [--mode dense|sparse|hybrid|hybrid+rerank ...] [--k 5]
+        [--questions benchmarks/questions/FILE.jsonl ...] [--work DIR] [--json OUT]
+
+The folders the question sets ask about (the OPM performance reports and ten agencies' plans, the clinical-trial
+protocols, the NTSB reports) are ingested through ``Assistant.ingest`` into a fresh embedded store, as an
+organisation's files are, and every question goes through ``Assistant.search`` as a member of the group they were
+shared with. Per mode, over the top k passages:
+
+- document hit@k: a passage from an expected document;
+- share@k: the share of the k passages that come from an expected document;
+- figure@k: the expected figure or phrase appears in a passage's text (case and spacing ignored);
+- page@k: a passage from the first expected document on the expected page;
+- ingestion pages/s (end to end: reading, OCR where a page needs it, chunking, embedding, writing) and search p50.
+
+Each also by question kind (table, edition, multi, prose, ocr). The question sets and how they were written are in
+benchmarks/questions/README.md; none was written from, or tuned to, what the search returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pypdfium2 as pdfium
+
+from assistant import Assistant, User, build_assistant
+from benchmarks.beir import MODES, mode_settings
+from retrieval.embedding import LocalEmbedding
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "data" / "corpus"
+FOLDERS = ("us_fed_agency_reports", "nih_clinical_trial_protocols", "ntsb_aviation_reports_pdf")
+QUESTIONS = sorted((ROOT / "benchmarks" / "questions").glob("*.jsonl"))
+GROUP = "benchmark"
+
+
+def read_questions(files: list[Path]) -> list[dict]:
+    questions = []
+    for file in files:
+        with open(file, encoding="utf-8") as lines:
+            questions += [json.loads(line) for line in lines if line.strip()]
+    return questions
+
+
+def pages_in(folders: list[Path]) -> int:
+    total = 0
+    for pdf in (file for folder in folders for file in sorted(folder.glob("*.pdf"))):
+        document = pdfium.PdfDocument(pdf)
+        total += len(document)
+        document.close()
+    return total
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def score(question: dict, sources: list) -> dict[str, float]:
+    expected = set(question["expected"])
+    names = [Path(source.path).name for source in sources]
+    from_expected = [name in expected for name in names]
+    answer = _normal(question.get("answer") or "")
+    first = question["expected"][0]
+    return {
+        "hit": float(any(from_expected)),
+        "share": sum(from_expected) / len(sources) if sources else 0.0,
+        "figure": float(bool(answer) and any(answer in _normal(source.text) for source in sources)),
+        "page": float(
+            any(name == first and source.page == question.get("page") for name, source in zip(names, sources))
+        ),
+    }
+
+
+def run(assistant: Assistant, questions: list[dict], k: int) -> tuple[list[dict], list[float]]:
+    user = User("benchmark", (GROUP,))
+    assistant.search("warm-up", user, k=k)
+    results, latencies = [], []
+    for question in questions:
+        started = time.perf_counter()
+        sources = assistant.search(question["question"], user, k=k)
+        latencies.append((time.perf_counter() - started) * 1000)
+        found = [f"{Path(s.path).name} p.{s.page}" for s in sources]
+        results.append({**question, "scores": score(question, sources), "found": found})
+    return results, latencies
+
+
+def summary(results: list[dict]) -> dict[str, dict[str, float]]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for result in results:
+        groups["all"].append(result)
+        for kind in result.get("kind", []):
+            groups[kind].append(result)
+    return {
+        name: {
+            "n": len(items),
+            **{m: statistics.fmean(r["scores"][m] for r in items) for m in ("hit", "share", "figure", "page")},
+        }
+        for name, items in groups.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", action="append", choices=MODES, help="search mode(s); default: hybrid")
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--questions", type=Path, action="append", help="question files (default: all in questions/)")
+    parser.add_argument("--work", type=Path, default=None, help="where the store goes (default: a temp dir)")
+    parser.add_argument("--json", type=Path, default=None, help="per-question results, for reading what was missed")
+    args = parser.parse_args()
+    modes = args.mode or ["hybrid"]
+    folders = [CORPUS / name for name in FOLDERS]
+    if missing := [str(folder) for folder in folders if not folder.is_dir()]:
+        raise SystemExit(f"the real corpora are missing: {', '.join(missing)} (see ../shared/data/README.md)")
+    questions = read_questions(args.questions or QUESTIONS)
+    pages = pages_in(folders)
+    with tempfile.TemporaryDirectory(dir=args.work) as work:
+        store = Path(work) / "store"
+        embedder = LocalEmbedding()
+        with build_assistant(mode_settings(modes[0], store), embedder=embedder) as assistant:
+            started = time.perf_counter()
+            report = assistant.ingest(folders, groups=[GROUP], progress=True)
+            seconds = time.perf_counter() - started
+        for failure in report.failed:
+            print(f"refused: {failure}")
+        print(
+            f"ingested {len(report.added)} files, {pages} pages, {report.chunks} chunks in {seconds:.1f} s: "
+            f"{pages / seconds:.2f} pages/s; {len(report.failed)} refused; {len(questions)} questions"
+        )
+        everything = {}
+        for mode in modes:
+            with build_assistant(mode_settings(mode, store), embedder=embedder) as assistant:
+                results, latencies = run(assistant, questions, args.k)
+            everything[mode] = results
+            print(f"{mode}: search p50 {statistics.median(latencies):.1f} ms")
+            print(f"| kind | n | hit@{args.k} | share@{args.k} | figure@{args.k} | page@{args.k} |")
+            for name, row in sorted(summary(results).items(), key=lambda item: (item[0] != "all", item[0])):
+                print(
+                    f"| {name} | {row['n']} | {row['hit']:.2f} | {row['share']:.2f} | {row['figure']:.2f} | "
+                    f"{row['page']:.2f} |"
+                )
+        if args.json:
+            args.json.write_text(json.dumps(everything, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

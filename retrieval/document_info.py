@@ -61,10 +61,13 @@ def describe(sections: list[Document], path: Path) -> DocumentContext:
     head = _head(sections)
     paginated = first.get("page") is not None
     title = _title(recorded, head if paginated else None, first.get("heading"), path)
-    opening = " ".join(section.text for section in sections[:3])[:_PERIOD_WINDOW] if paginated else head
-    period = find_period(" ".join(filter(None, [recorded, opening]))) or find_period(
-        first.get("document_created") or ""
-    )
+    if paginated:
+        opening = " ".join(section.text for section in sections[:3])[:_PERIOD_WINDOW]
+        period = find_period(" ".join(filter(None, [recorded, opening])))
+    else:
+        period = find_period(title) if title != path.stem else None
+        period = period or find_period(head, bare_years=False)
+    period = period or find_period(first.get("document_created") or "")
     return DocumentContext(title=title, period=period)
 
 

@@ -53,7 +53,10 @@ class Period:
         return (max(self.years) if self.years else 0, self.dated or "")
 
 
-def find_period(text: str) -> Period | None:
+def find_period(text: str, bare_years: bool = True) -> Period | None:
+    """``bare_years``: whether a year alone, or a range of years, names the period. In a title or on a title
+    page it does ("Annual Report 2016"); in the first words of prose it is usually a year the text talks about
+    ("In 2005, ..."), so there only a fiscal year, a quarter or a date counts."""
     if match := _QUARTER.search(text):
         number = int(match.group(1)) if match.group(1) else _ORDINAL[match.group(3).lower()]
         year = int(match.group(2) or match.group(4))
@@ -64,11 +67,13 @@ def find_period(text: str) -> Period | None:
         label = f"FY {first}" if last == first else f"FY {first}-{last}"
         return Period(label, tuple(range(first, last + 1)), _date(text))
     if dated := _date(text):
-        if match := _RANGE.search(text):
+        if bare_years and (match := _RANGE.search(text)):
             first, last = int(match.group(1)), int(match.group(2))
             if 0 <= last - first <= _MAX_SPAN:
                 return Period(f"{first}-{last}", tuple(range(first, last + 1)), dated)
         return Period(dated, (int(dated[:4]),), dated)
+    if not bare_years:
+        return None
     if match := _RANGE.search(text):
         first, last = int(match.group(1)), int(match.group(2))
         if 0 <= last - first <= _MAX_SPAN:

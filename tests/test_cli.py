@@ -40,7 +40,9 @@ def test_ingest_ask_search_documents_delete_as_json(run, docs):
     assert code == 0 and set(answer) == {"answer", "sources", "model", "timings"}
     assert "27 days of annual leave. [1]" in answer["answer"] and answer["model"] == "extractive"
     assert {s["path"] for s in answer["sources"]} == {str((docs / "leave.md").resolve())}
-    assert set(answer["sources"][0]) == {"doc_id", "path", "page", "chunk", "score", "text", "heading"}
+    source = answer["sources"][0]
+    assert set(source) == {"doc_id", "path", "page", "chunk", "score", "text", "heading", "title", "period", "table"}
+    assert source["title"] == "Leave" and source["table"] is False
     assert set(answer["timings"]) == {"retrieve_ms", "generate_ms", "total_ms"}
 
     code, out, _ = run("search", "phished contractor", "--group", "security", "--json", "--k", "1")

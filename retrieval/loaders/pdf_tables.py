@@ -68,10 +68,12 @@ class Block:
 def page_tables(page: pdfium.PdfPage, textpage: pdfium.PdfTextPage) -> list[list[list[str]]]:
     """The rows of each ruled table on the page (header first), top to bottom."""
     _, _, _, page_top = page.get_mediabox()
-    budget = [MAX_SEGMENTS]
-    edges = filter_edges(list(_edges(page, page_top, budget)), min_length=_SETTINGS.edge_min_length_prefilter)
-    if budget[0] < 0:
+    count = pdfium_c.FPDFPage_CountObjects(page.raw)
+    paths = list(_paths([pdfium_c.FPDFPage_GetObject(page.raw, index) for index in range(count)], _IDENTITY, 0))
+    if sum(pdfium_c.FPDFPath_CountSegments(path) for path, _ in paths) > MAX_SEGMENTS:
         return []
+    edges = [edge for path, matrix in paths for edge in _path_edges(path, matrix, page_top)]
+    edges = filter_edges(edges, min_length=_SETTINGS.edge_min_length_prefilter)
     if len(edges) < MIN_TABLE_PATHS:
         return []
     edges = merge_edges(
@@ -102,28 +104,15 @@ def _cell_text(textpage: pdfium.PdfTextPage, cell: tuple | None, page_top: float
     return one_line(textpage.get_text_bounded(left=x0, bottom=page_top - bottom, right=x1, top=page_top - top))
 
 
-def _edges(page: pdfium.PdfPage, page_top: float, budget: list[int]):
-    """The horizontal and vertical straight segments of every path on the page, as pdfplumber's edges.
-
-    ``budget[0]``: segments still to be read; it goes below zero when the page has more.
-    """
-    count = pdfium_c.FPDFPage_CountObjects(page.raw)
-    objects = [pdfium_c.FPDFPage_GetObject(page.raw, index) for index in range(count)]
-    yield from _object_edges(objects, _IDENTITY, page_top, 0, budget)
-
-
-def _object_edges(objects: list, outer: _Matrix, page_top: float, depth: int, budget: list[int]):
+def _paths(objects: list, outer: _Matrix, depth: int):
+    """Every path object among ``objects`` and inside their forms, with the matrix that places it on the page."""
     for obj in objects:
-        if budget[0] < 0:
-            return
         kind = pdfium_c.FPDFPageObj_GetType(obj)
         if kind == pdfium_c.FPDF_PAGEOBJ_PATH:
-            budget[0] -= pdfium_c.FPDFPath_CountSegments(obj)
-            if budget[0] >= 0:
-                yield from _path_edges(obj, _times(_matrix(obj), outer), page_top)
+            yield obj, _times(_matrix(obj), outer)
         elif kind == pdfium_c.FPDF_PAGEOBJ_FORM and depth < _MAX_FORM_DEPTH:
             inner = [pdfium_c.FPDFFormObj_GetObject(obj, i) for i in range(pdfium_c.FPDFFormObj_CountObjects(obj))]
-            yield from _object_edges(inner, _times(_matrix(obj), outer), page_top, depth + 1, budget)
+            yield from _paths(inner, _times(_matrix(obj), outer), depth + 1)
 
 
 def _path_edges(path, matrix: _Matrix, page_top: float):

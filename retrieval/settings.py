@@ -64,7 +64,7 @@ class RetrievalSettings(BaseModel):
     max_file_mb: int = Field(default=MAX_FILE_BYTES // _MB, ge=1)
     max_text_chars: int = Field(default=MAX_TEXT_CHARS, ge=1)
 
-    # Pages of a PDF without a text layer (scans) are read by OCR from their image: 8-16 s a page on 2 cores
+    # Pages of a PDF without a text layer (scans) are read by OCR from their image: 7-16 s a page on 2 cores
     # (benchmarks/README.md), spent only on such pages. Off: those pages are left out, and a file of nothing else
     # is refused as having no text.
     ocr: bool = True

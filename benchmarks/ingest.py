@@ -57,7 +57,7 @@ def chunk_texts(docs: list[dict], count_tokens) -> tuple[list[str], list[int]]:
     texts, owners = [], []
     for number, doc in enumerate(docs):
         for text, _ in chunker.split([Document(text=doc["text"])]):
-            texts.append(embedding_text(text, doc["title"]))
+            texts.append(embedding_text(text, {"heading": doc["title"]}))
             owners.append(number)
     return texts, owners
 

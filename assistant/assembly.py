@@ -27,7 +27,7 @@ def build_assistant(settings: Settings | None = None, *, embedder: LocalEmbeddin
     # by its owner only. An existing one is left as the operator set it (a shared group may be intended).
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     embedder = embedder or shared_embedder(settings)
-    store = ChunkStore(settings, embedder.dimension)
+    store = ChunkStore(settings, embedder.dimension, embedder.model_name)
     chunker = Chunker(embedder.count_tokens, settings.chunk_size, settings.chunk_overlap)
     sparse = Bm25Encoder(avg_len=settings.bm25_avg_len)
     ingestor = Ingestor(

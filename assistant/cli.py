@@ -16,7 +16,7 @@ from assistant.types import Answer, Source, User
 from assistant.users import UserStore, UserStoreError
 from model import ModelLoadError
 from model.generators import GeneratorError
-from retrieval import InvalidGroupName, StoreLockedError
+from retrieval import EmbedderMismatch, InvalidGroupName, StoreLockedError
 from retrieval.embedding import ModelNotFound
 
 
@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     remove_key.add_argument("name")
     keys_commands.add_parser("list", help="list keys, their users and groups")
 
+    commands.add_parser(
+        "reembed",
+        help="re-embed every stored chunk with the configured embedding model (ASSISTANT_EMBEDDING_MODEL), after a "
+        "change of model; needs no original file",
+    )
     commands.add_parser(
         "serve", help="the HTTP API (ASSISTANT_API_ADDRESS / _API_PORT, default 127.0.0.1:8000; README: HTTP API)"
     )
@@ -189,6 +194,11 @@ def run(args: argparse.Namespace, assistant: Assistant) -> int:
         print(f"deleted {info.path} ({info.chunks} chunks)")
         return 0
 
+    if args.command == "reembed":
+        chunks = assistant.reembed(progress=True)
+        print(f"re-embedded {chunks} chunks with {assistant.embedder.model_name}")
+        return 0
+
     if args.command == "serve":
         from assistant.api.server import serve  # the web framework only for the command that needs it
 
@@ -221,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             return run(args, assistant)
     except (
         StoreLockedError,
+        EmbedderMismatch,
         ModelNotFound,
         ModelLoadError,
         GeneratorError,

@@ -103,7 +103,7 @@ def compose(
     sources: list[Source],
     embed: Callable[[list[str]], list[list[float]]],
     max_sentences: int = 3,
-    min_similarity: float = 0.25,
+    min_similarity: float = 0.25,  # the embedding model's own scale: LocalEmbedding.answer_similarity
     question: str = "",
 ) -> str:
     """``question``: its words, where given, lift the sentences that repeat its phrases (see PHRASE_WEIGHT)."""

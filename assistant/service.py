@@ -20,7 +20,7 @@ from model.generators import Generator
 from model.generators import build as build_generator
 from model.prompt import Passage, Turn, build_prompt, passage_header
 from model.run_layout import ADAPTER_CONFIG, ADAPTER_DIR
-from retrieval import ChunkStore, DocumentRecord, Ingestor, IngestReport, validate_groups
+from retrieval import ChunkStore, DocumentRecord, EmbedderMismatch, Ingestor, IngestReport, validate_groups
 from retrieval.access import ADMIN_GROUP
 from retrieval.embedding import LocalEmbedding
 from retrieval.ingest import document_id
@@ -112,6 +112,11 @@ class Assistant:
             )
         return report
 
+    def reembed(self, progress: bool = False) -> int:
+        """The operator's re-embedding of every stored chunk after a change of embedding model (Ingestor.reembed);
+        nobody acting through the portal or the API can start it. Returns the chunks re-embedded."""
+        return self.ingestor.reembed(progress=progress)
+
     def upload(self, files: Sequence[Upload], groups: Iterable[str], user: User) -> UploadResult:
         """Saves uploaded files in `user`'s folder and indexes them for `groups`: the portal's and the API's upload.
 
@@ -188,9 +193,6 @@ class Assistant:
         )
         return sources
 
-    def _embed_query(self, query: str) -> list[float]:
-        return self.embedder.embed([query])[0]
-
     def ask(self, question: str, user: User, k: int = 5, history: Sequence[Turn] = ()) -> Answer:
         *_, answer = self.stream(question, user, k, history)
         return answer
@@ -218,7 +220,7 @@ class Assistant:
         started = time.perf_counter()
         history = tuple(history)[-FOLLOW_UP_TURNS:]
         search_text = _search_text(question, history)
-        question_vector = self._embed_query(search_text)
+        question_vector = self.embedder.embed_query(search_text)
         sources = [_to_source(hit) for hit in self.searcher.search(search_text, user.groups, k, dense=question_vector)]
         retrieved = time.perf_counter()
         # No source the user may read means nothing to answer from: the model is not asked, so it cannot answer
@@ -226,7 +228,13 @@ class Assistant:
         generator = self.generator if sources else None
         first_piece = None
         if generator is None:
-            text = extractive.compose(question_vector, sources, self.embedder.embed, question=question)
+            text = extractive.compose(
+                question_vector,
+                sources,
+                self.embedder.embed,
+                min_similarity=self.embedder.answer_similarity,
+                question=question,
+            )
             yield from text.splitlines(keepends=True)
             model, adapter = EXTRACTIVE_MODEL, None
         else:
@@ -320,6 +328,10 @@ class Assistant:
         except (ApiException, OSError, RuntimeError, ValueError) as exc:
             fix = "start Qdrant or check ASSISTANT_QDRANT_URL" if settings.qdrant_url else "check ASSISTANT_QDRANT_PATH"
             return False, f"the store at {where} is not reachable ({exc}): {fix}"
+        try:
+            self.store.require_embedder()
+        except EmbedderMismatch as mismatch:
+            return False, str(mismatch)
         return True, f"the store at {where} holds {chunks} chunks"
 
     def _generator_health(self) -> tuple[bool, str]:

@@ -1,7 +1,8 @@
 """Retrieval quality on any BEIR-format folder, through the project's own ingestion and search.
 
     .venv/bin/python -m benchmarks.beir --data ../shared/data/scifact --split train --run-file runs/scifact.trec \\
-        [--mode dense|sparse|hybrid|hybrid+rerank ...] [--limit-queries N] [--work DIR]
+        [--mode dense|sparse|hybrid|hybrid+rerank ...] [--limit-queries N] [--work DIR | --keep DIR]
+        [--embedding-model NAME_OR_DIR]
 
 DIR holds ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/NAME.tsv``. Each corpus document becomes a Markdown
 file (its title as the heading, so title and text are both indexed), ingested into a fresh embedded store the way
@@ -11,9 +12,12 @@ Chunks are folded into documents (a document ranks where its best chunk does), w
 file (``qid Q0 docid rank score tag``, ids as in the corpus), and nDCG@10, Recall@10 and Recall@100 are computed
 from that file with pytrec_eval (the evaluator BEIR itself uses). Several ``--mode`` values share one ingestion;
 each writes its own run file (``OUT.MODE.trec``). Relevance judgments are read only to score the run file.
+``--keep DIR`` keeps the files and the store in DIR: a second run over it re-reads nothing that is unchanged, so
+settings that act only on queries are compared without ingesting again.
 """
 
 import argparse
+import contextlib
 import csv
 import json
 import re
@@ -21,6 +25,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytrec_eval
@@ -132,6 +137,16 @@ def evaluate(run_file: Path, qrels: dict[str, dict[str, int]]) -> dict[str, floa
     }
 
 
+@contextlib.contextmanager
+def _work_dir(parent: Path | None, keep: Path | None) -> Iterator[Path]:
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        yield keep
+        return
+    with tempfile.TemporaryDirectory(dir=parent) as work:
+        yield Path(work)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="a BEIR folder: corpus.jsonl, queries.jsonl, qrels/")
@@ -141,15 +156,16 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=100, help="chunks asked of the search per query")
     parser.add_argument("--limit-queries", type=int, default=None, help="only the first N judged queries")
     parser.add_argument("--work", type=Path, default=None, help="where the files and store go (default: a temp dir)")
+    parser.add_argument("--keep", type=Path, default=None, help="a folder for the files and store, kept for next time")
+    parser.add_argument("--embedding-model", default=None, help="a bundled model's name or a local directory")
     args = parser.parse_args()
     modes = args.mode or ["hybrid"]
     queries, qrels = judged_queries(args.data, args.split, args.limit_queries)
 
-    with tempfile.TemporaryDirectory(dir=args.work) as work:
-        work = Path(work)
+    with _work_dir(args.work, args.keep) as work:
         corpus = read_jsonl(args.data / "corpus.jsonl")
         stems = write_corpus(corpus, work / "corpus")
-        embedder = LocalEmbedding()
+        embedder = LocalEmbedding(args.embedding_model)
         with build_assistant(mode_settings(modes[0], work / "store"), embedder=embedder) as assistant:
             started = time.perf_counter()
             report = assistant.ingest([work / "corpus"], groups=[GROUP], progress=True)

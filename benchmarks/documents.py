@@ -1,7 +1,7 @@
 """Retrieval over long real documents: the project's own questions over the real PDFs in ../shared/data/corpus.
 
     .venv/bin/python -m benchmarks.documents [--mode dense|sparse|hybrid|hybrid+rerank ...] [--k 5]
-        [--questions benchmarks/questions/FILE.jsonl ...] [--work DIR] [--json OUT]
+        [--questions benchmarks/questions/FILE.jsonl ...] [--work DIR] [--json OUT] [--embedding-model NAME_OR_DIR]
 
 The folders the question sets ask about (the OPM performance reports and ten agencies' plans, the clinical-trial
 protocols, the NTSB reports) are ingested through ``Assistant.ingest`` into a fresh embedded store, as an
@@ -113,6 +113,7 @@ def main() -> None:
     parser.add_argument("--questions", type=Path, action="append", help="question files (default: all in questions/)")
     parser.add_argument("--work", type=Path, default=None, help="where the store goes (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="per-question results, for reading what was missed")
+    parser.add_argument("--embedding-model", default=None, help="a bundled model's name or a local directory")
     args = parser.parse_args()
     modes = args.mode or ["hybrid"]
     folders = [CORPUS / name for name in FOLDERS]
@@ -122,7 +123,7 @@ def main() -> None:
     pages = pages_in(folders)
     with tempfile.TemporaryDirectory(dir=args.work) as work:
         store = Path(work) / "store"
-        embedder = LocalEmbedding()
+        embedder = LocalEmbedding(args.embedding_model)
         with build_assistant(mode_settings(modes[0], store), embedder=embedder) as assistant:
             started = time.perf_counter()
             report = assistant.ingest(folders, groups=[GROUP], progress=True)

@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/ingest.py [--limit N] [--repeat R] [--arms a,b,c,d,e,f]
     .venv/bin/python benchmarks/ingest.py --quality [--limit N]
 
+All arms run all-MiniLM-L6-v2, the model whose int8 export the project makes itself (the default bge-small-en-v1.5
+comes as a ready int8 file: benchmarks/beir.py compares the two models).
+
 Speed, in one run on the same SciFact abstracts (arms alternate when repeated; medians reported):
   (a) llama-index's default path: VectorStoreIndex.from_documents(docs, embed_model=HuggingFaceEmbedding(<the
       local MiniLM directory>)), everything else its defaults (SentenceSplitter, in-memory vector store), one
@@ -31,7 +34,8 @@ import numpy as np
 from scifact import CACHE, GROUP, qrels, queries, require_scifact, write_corpus
 
 from assistant import Settings, build_assistant
-from retrieval.embedding import LocalEmbedding, bundled_minilm_path
+from retrieval.embedding import LocalEmbedding
+from retrieval.embedding_models import EARLIER_DEFAULT, resolve
 from retrieval.points import SparseVector
 
 
@@ -73,7 +77,7 @@ def llama_index_default(docs: list[dict]):
         raise SystemExit("arm (a) needs llama-index-embeddings-huggingface: pip install -e '.[dev]'") from exc
     from llama_index.core import Document, VectorStoreIndex
 
-    embed_model = HuggingFaceEmbedding(model_name=str(bundled_minilm_path()))
+    embed_model = HuggingFaceEmbedding(model_name=str(resolve(EARLIER_DEFAULT).directory))
     documents = [Document(text=f"{doc['title']}\n\n{doc['text']}") for doc in docs]
     VectorStoreIndex.from_documents(documents[:4], embed_model=embed_model)  # warm-up, untimed
 
@@ -150,9 +154,9 @@ def speed(args) -> None:
         raise SystemExit(f"--arms: letters from {''.join(ARMS)}, with a (the baseline), e.g. a,b")
     embedders = {}
     if set(wanted) & {"b", "d", "f"}:
-        embedders["int8"] = LocalEmbedding()
+        embedders["int8"] = LocalEmbedding(EARLIER_DEFAULT)
     if set(wanted) & {"c", "e"}:
-        embedders["fp32"] = LocalEmbedding(precision="fp32")
+        embedders["fp32"] = LocalEmbedding(EARLIER_DEFAULT, precision="fp32")
     build = {
         "a": lambda: llama_index_default(docs),
         "b": lambda: project(docs, embedders["int8"], "int8"),
@@ -203,7 +207,7 @@ def ndcg_at_10(query_vectors: np.ndarray, chunk_vectors: np.ndarray, owners: np.
 
 
 def quality(args) -> None:
-    int8, fp32 = LocalEmbedding(), LocalEmbedding(precision="fp32")
+    int8, fp32 = LocalEmbedding(EARLIER_DEFAULT), LocalEmbedding(EARLIER_DEFAULT, precision="fp32")
     docs = abstracts(args.limit)
     texts, owners = chunk_texts(docs, int8.count_tokens)
     doc_ids = [doc["_id"] for doc in docs]

@@ -12,12 +12,13 @@ from retrieval.access import ADMIN_GROUP, InvalidGroupName, validate_groups
 from retrieval.ingest import Failure, Ingestor, IngestReport
 from retrieval.search import Searcher
 from retrieval.settings import RetrievalSettings
-from retrieval.store import ChunkStore, DocumentRecord, StoreLockedError, StoreNotFound
+from retrieval.store import ChunkStore, DocumentRecord, EmbedderMismatch, StoreLockedError, StoreNotFound
 
 __all__ = [
     "ADMIN_GROUP",
     "ChunkStore",
     "DocumentRecord",
+    "EmbedderMismatch",
     "Failure",
     "IngestReport",
     "Ingestor",

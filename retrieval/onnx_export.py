@@ -85,7 +85,7 @@ def cached_int8_file(model: Path, pooling: str, max_seq_length: int, cache_dir: 
     name = f"{model.name}-{key[:20]}-int8.onnx"
     file = cache_dir / name
     manifest = _read_manifest(file)
-    if manifest and file.is_file() and manifest.get("key") == key and _sha256(file) == manifest.get("sha256"):
+    if manifest and file.is_file() and manifest.get("key") == key and sha256_of(file) == manifest.get("sha256"):
         return file
     if file.exists() or manifest:
         log.warning("the cached int8 embedding model %s is damaged or incomplete: exporting it again", file)
@@ -136,7 +136,7 @@ def _remove_stale_exports(model: Path, current: Path) -> None:
             other.with_suffix(".json").unlink(missing_ok=True)
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         while block := stream.read(1 << 20):
@@ -262,7 +262,7 @@ def export_int8(model: Path, pooling: str, max_seq_length: int, file: Path, key:
     manifest = {
         "format": EXPORT_FORMAT,
         "key": key,
-        "sha256": _sha256(file),
+        "sha256": sha256_of(file),
         "source": str(model),
         "pooling": pooling,
         "max_seq_length": max_seq_length,

@@ -46,7 +46,7 @@ class Searcher:
         """``dense``: the query's embedding where the caller already made it (it is used for more than search)."""
         mode = self.store.plan.mode
         vectors = QueryVectors(
-            dense=(dense if dense is not None else self.embedder.embed([text])[0]) if mode != "sparse" else None,
+            dense=(dense if dense is not None else self.embedder.embed_query(text)) if mode != "sparse" else None,
             sparse=self.sparse.query(text) if mode != "dense" else None,
         )
         # Deeper than k whatever the reranker: the edition a question asks for may rank below its twins.

@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
+from retrieval.embedding_models import DEFAULT_MODEL
 from retrieval.loaders.guards import MAX_FILE_BYTES, MAX_TEXT_CHARS, Limits
 from retrieval.redaction import Redactor
 
@@ -20,7 +21,7 @@ class RetrievalSettings(BaseModel):
     qdrant_path: str | None = None
     collection: str = "documents"
 
-    # Search: dense (MiniLM) and sparse (BM25) candidates fused inside one Qdrant query. Defaults chosen by
+    # Search: dense (the embedding model) and sparse (BM25) candidates fused inside one Qdrant query. Defaults chosen by
     # measurement on SciFact's train queries (benchmarks/README.md).
     search_mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
     fusion: Literal["dbsf", "rrf"] = "dbsf"
@@ -39,12 +40,14 @@ class RetrievalSettings(BaseModel):
     # blended half and half it improved them (0.75). Weights from 0.4 to 0.6 measured the same within 0.002.
     rerank_weight: float = Field(default=0.5, ge=0.0, le=1.0)
 
-    # A local sentence-transformers directory; None means the bundled all-MiniLM-L6-v2.
-    embedding_model: Path | None = None
+    # "bge-small-en-v1.5" or "all-MiniLM-L6-v2", both installed with the assistant (retrieval/embedding_models.py
+    # says why the first is the default), or a local sentence-transformers directory. A store keeps the model its
+    # vectors came from: after a change, `assistant reembed` re-embeds its chunks from their stored text.
+    embedding_model: str = DEFAULT_MODEL
     embed_batch_size: int = Field(default=64, ge=1)
 
-    # Measured in the embedding model's own tokens: MiniLM reads at most 256 word pieces and
-    # silently truncates the rest, so a longer chunk would be stored but never searchable.
+    # Measured in the embedding model's own tokens, and at most what it reads (256 word pieces for MiniLM, 512 for
+    # bge-small): a longer chunk would be stored but never searchable past that. 256 was measured with MiniLM.
     chunk_size: int = Field(default=256, ge=32)
     chunk_overlap: int = Field(default=32, ge=0)
 

@@ -2,7 +2,8 @@
 
 Two collections. ``<name>`` holds a point per chunk (a dense and a sparse BM25 vector + text + metadata,
 including the groups that may read it). ``<name>_documents`` holds a vector-less point per document: its
-path, content hash, groups and chunk count. The document record is written last, after all
+path, content hash, groups and chunk count; and one point that names the embedding model the chunks' vectors
+came from, so that a store is never searched or extended with another model's vectors. The document record is written last, after all
 its chunks, so it doubles as the commit marker: before the chunks go in, the record is put
 with status "writing"; only after them with status "complete". A run killed halfway leaves a
 "writing" record, and the next run redoes that document and sweeps its stale chunks. Ids are
@@ -23,6 +24,7 @@ from qdrant_client import QdrantClient
 
 from retrieval.access import ADMIN_GROUP, access_filter
 from retrieval.edge_index import EdgeIndex, EdgeLockedError
+from retrieval.embedding_models import EARLIER_DEFAULT, bundled_names
 from retrieval.points import QueryVectors, SearchPlan, SparseVector, StoredPoint, Where
 from retrieval.server_index import ServerIndex, require_idf_corpus
 from retrieval.settings import RetrievalSettings
@@ -41,12 +43,21 @@ class StoreNotFound(FileNotFoundError):
     pass
 
 
+class EmbedderMismatch(RuntimeError):
+    """The store's vectors come from another embedding model than the one configured: searching them with this
+    one's query vectors, or adding this one's vectors beside them, would rank by noise."""
+
+
 def chunk_point_id(doc_id: str, chunk: int) -> str:
     return str(uuid.uuid5(_ID_NAMESPACE, f"{doc_id}/{chunk}"))
 
 
 def _document_point_id(doc_id: str) -> str:
     return str(uuid.uuid5(_ID_NAMESPACE, doc_id))
+
+
+# In the documents collection, beside the records; it has no doc_id, so no listing mistakes it for a document.
+_STORE_POINT_ID = str(uuid.uuid5(_ID_NAMESPACE, "store"))
 
 
 @dataclass
@@ -72,12 +83,14 @@ class DocumentRecord:
 
 
 class ChunkStore:
-    def __init__(self, settings: RetrievalSettings, dimension: int | None):
+    def __init__(self, settings: RetrievalSettings, dimension: int | None, embedder: str | None = None):
         """Opens (creating where absent) the store the settings name.
 
         ``dimension`` None opens an existing store as it is, for readers that make no vectors (fine-tuning's
-        data preparation); it raises StoreNotFound where there is none.
+        data preparation); it raises StoreNotFound where there is none. ``embedder`` names the model whose vectors
+        this process searches and writes; None (readers that make no vectors) skips the check.
         """
+        self.embedder = embedder
         self.plan = SearchPlan(settings.search_mode, settings.search_candidates, settings.fusion)
         self._client: QdrantClient | None = None
         if settings.qdrant_url or settings.qdrant_path in (None, ":memory:"):
@@ -90,6 +103,7 @@ class ChunkStore:
                 f"collection {settings.collection!r} was built without sparse vectors, which {self.plan.mode} search "
                 "needs: re-ingest into a new collection (ASSISTANT_COLLECTION), or set ASSISTANT_SEARCH_MODE=dense"
             )
+        self.vectors_from = self._vectors_from() if embedder is not None else None
 
     def _open_server(self, settings: RetrievalSettings, dimension: int | None) -> tuple[ServerIndex, ServerIndex]:
         if settings.qdrant_url:
@@ -151,6 +165,33 @@ class ChunkStore:
             ) from None
         return opened[0], opened[1]
 
+    # --- the embedding model ---------------------------------------------------------------
+
+    def _vectors_from(self) -> str | None:
+        """The model the stored vectors came from; None for a store without chunks (any model may start it)."""
+        found = self.documents.retrieve([_STORE_POINT_ID])
+        if found and found[0].get("embedder"):
+            return found[0]["embedder"]
+        if not self.chunks.count():
+            return None
+        # Written before the model was recorded: by the default of the time, or by the operator's own directory.
+        return self.embedder if self.embedder not in bundled_names() else EARLIER_DEFAULT
+
+    def record_embedder(self, name: str) -> None:
+        """Names the model every stored vector now comes from (after a re-embedding, or with the first chunks)."""
+        self.documents.upsert([StoredPoint(_STORE_POINT_ID, {"embedder": name})])
+        self.vectors_from = name
+
+    def require_embedder(self) -> None:
+        """Refuses to search or write while the stored vectors come from another model than the configured one."""
+        if self.embedder is None or self.vectors_from in (None, self.embedder):
+            return
+        raise EmbedderMismatch(
+            f"the store's vectors were made by the embedding model {self.vectors_from}, and the assistant is set to "
+            f"{self.embedder}: run `assistant reembed` to re-embed every stored chunk with {self.embedder} (from "
+            f"the text the store keeps), or set ASSISTANT_EMBEDDING_MODEL={self.vectors_from}"
+        )
+
     def close(self) -> None:
         self.chunks.close()
         self.documents.close()
@@ -176,7 +217,7 @@ class ChunkStore:
         where = access_filter(reader_groups)
         while True:
             points, offset = self.documents.scroll(where, limit=256, offset=offset)
-            records.extend(DocumentRecord.from_payload(payload) for _, payload in points)
+            records.extend(DocumentRecord.from_payload(payload) for _, payload in points if "doc_id" in payload)
             if offset is None:
                 return sorted(records, key=lambda r: r.path)
 
@@ -198,8 +239,16 @@ class ChunkStore:
 
     # --- chunks ----------------------------------------------------------------------------
 
-    def upsert_chunks(self, nodes: list[TextNode], sparse: list[SparseVector]) -> None:
-        """Each node with its dense vector (``node.embedding``) and its sparse one, in one point."""
+    def upsert_chunks(self, nodes: list[TextNode], sparse: list[SparseVector], *, reembedding: bool = False) -> None:
+        """Each node with its dense vector (``node.embedding``) and its sparse one, in one point.
+
+        ``reembedding``: the caller is replacing every stored vector with the configured model's (Ingestor.reembed),
+        so the vectors already there may come from another one.
+        """
+        if not reembedding:
+            self.require_embedder()
+        if self.vectors_from is None and self.embedder is not None:
+            self.record_embedder(self.embedder)
         self.chunks.upsert(
             [
                 StoredPoint(node.id_, {**node.metadata, "text": node.text}, node.embedding, vector)
@@ -232,6 +281,7 @@ class ChunkStore:
         this reader may read, so that neither which chunks match nor their scores depend on text the reader cannot
         see (points.idf_corpus).
         """
+        self.require_embedder()
         where = access_filter(reader_groups)
         hits = self.chunks.query(query, where, k, self.plan, idf_scope=where)
         return [NodeWithScore(node=_to_node(hit.id, hit.payload), score=hit.score) for hit in hits]

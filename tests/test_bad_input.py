@@ -876,10 +876,13 @@ def run_worker(spec: dict, *, home: Path | None = None, timeout: int = 240) -> t
 
 
 def embedder_cache(embedder, folder: Path) -> Path:
-    """The session's int8 embedding model, copied where the worker can read it (no second export)."""
+    """Where the worker finds the session's int8 embedding model: an exported one is copied there (no second
+    export); the default model's file comes ready-made in its package, so there is nothing to copy."""
     folder.mkdir(parents=True, exist_ok=True)
-    for file in (embedder.onnx_file, embedder.onnx_file.with_suffix(".json")):
-        shutil.copy(file, folder / file.name)
+    manifest = embedder.onnx_file.with_suffix(".json")
+    if manifest.is_file():
+        for file in (embedder.onnx_file, manifest):
+            shutil.copy(file, folder / file.name)
     return folder
 
 

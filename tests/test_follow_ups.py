@@ -30,8 +30,8 @@ def test_a_follow_up_searches_with_the_previous_question_and_the_model_sees_the_
     assistant.ingest([SAMPLES / "public"], groups=["staff"])
     generator = assistant._generator = RecordingGenerator()
     searched = []
-    embed = assistant._embed_query
-    assistant._embed_query = lambda text: searched.append(text) or embed(text)
+    search = assistant.searcher.search
+    assistant.searcher.search = lambda text, *args, **kwargs: searched.append(text) or search(text, *args, **kwargs)
 
     first = assistant.ask("How many days of annual leave do employees get?", ANA)
     history = [Turn("What is the mileage rate?", "45p a mile."), Turn(first.sources[0].text[:40], "x" * 5000)]

@@ -9,6 +9,7 @@ import docx
 import openpyxl
 import pptx
 import pytest
+from ebooklib import epub
 from odf.opendocument import OpenDocumentText
 from odf.table import Table, TableCell, TableColumn, TableRow
 from odf.text import H, P
@@ -252,12 +253,45 @@ class TestHtml:
         documents = load(write(tmp_path / "wide.html", page))
         assert outline(documents) == [(None, "a\nb | c")]
 
-    def test_email_and_epub_bodies_keep_rows_as_lines(self):
+    def test_email_bodies_keep_rows_as_lines(self):
         # Their callers join sections' text, which a table section has none of.
         text = web.html_to_text("<p>Hi</p><table><tr><th>A</th><th>B</th></tr><tr><td>1</td><td>2</td></tr></table>")
         assert text == "Hi\nA | B\n1 | 2"
         sections = web.html_sections(web.parse_html(HTML), HeadingTrail())
         assert all(section.rows is None for section in sections)
+
+
+# --- EPUB ------------------------------------------------------------------------------------
+
+
+def test_epub_chapters_keep_their_tables(tmp_path):
+    book = epub.EpubBook()
+    book.set_identifier("handbook-2026")
+    book.set_title("Staff handbook")
+    chapters = []
+    # The pay chapter goes on in a second file under the same heading: its text joins, its table stays a table.
+    for name, body in (
+        ("pay.xhtml", HTML.split("<h2>Office</h2>")[0] + "</body></html>"),
+        ("pay-2.xhtml", "<html><body><p>Bands are published on the intranet.</p></body></html>"),
+    ):
+        chapter = epub.EpubHtml(title="Pay", file_name=name, content=body)
+        book.add_item(chapter)
+        chapters.append(chapter)
+    book.toc = chapters[:1]
+    book.spine = chapters
+    book.add_item(epub.EpubNcx())
+    book.add_item(epub.EpubNav())
+    path = tmp_path / "handbook.epub"
+    epub.write_epub(str(path), book)
+
+    documents = load(path)
+    assert_contract(documents)
+    assert outline(documents) == [
+        ("Pay", "Bands are reviewed every April."),
+        ("Pay > Salary bands", "<table>"),
+        ("Pay", "Bands apply from 1 May.\n• | A bullet set out as a table.\n\nBands are published on the intranet."),
+    ]
+    assert tables(documents) == [("Pay > Salary bands", BANDS[0], BANDS[1:])]
 
 
 # --- PPTX ------------------------------------------------------------------------------------

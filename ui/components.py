@@ -80,6 +80,7 @@ def failures_shown(stop: bool = True) -> Iterator[None]:
 _HINTS = {
     "StoreLockedError": "",  # its message already says what to do
     "ModelNotFound": "An administrator needs to check the embedding model setting (ASSISTANT_EMBEDDING_MODEL).",
+    "EmbedderMismatch": "Search is paused until an administrator re-embeds the documents (`assistant reembed`).",
     "ModelLoadError": "An administrator needs to check the model settings (ASSISTANT_MODEL_PATH, ASSISTANT_ADAPTER).",
     "GeneratorError": "The answering model did not respond: try again in a minute, or tell an administrator.",
     "InvalidGroupName": "",

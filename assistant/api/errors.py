@@ -20,7 +20,7 @@ from assistant.audit import AuditError
 from assistant.errors import InvalidRequest, NotFound, NotPermitted, StoreUnavailable
 from model import ModelLoadError
 from model.generators import GeneratorError
-from retrieval import InvalidGroupName
+from retrieval import EmbedderMismatch, InvalidGroupName
 from retrieval.embedding import ModelNotFound
 
 log = logging.getLogger("assistant.api")
@@ -52,6 +52,7 @@ def install(app: FastAPI) -> None:
     for unavailable in (GeneratorError, ModelLoadError, ModelNotFound):
         app.add_exception_handler(unavailable, _generator_unavailable)
     app.add_exception_handler(ApiException, _store_unavailable)  # a Qdrant server that does not answer
+    app.add_exception_handler(EmbedderMismatch, _store_unavailable)  # until the operator runs `assistant reembed`
     app.add_exception_handler(Exception, _internal_error)
 
 

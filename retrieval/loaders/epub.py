@@ -36,8 +36,9 @@ def load_epub(path: Path) -> list[Document]:
         if title and soup.find(_HEADING_TAGS) is None:
             # A chapter file without heading tags is named only by the table of contents.
             trail.enter(1, title)
-        for section in html_sections(soup, trail):
-            if sections and sections[-1].heading == section.heading:
+        for section in html_sections(soup, trail, tables=True):
+            joinable = sections and not sections[-1].rows and not section.rows
+            if joinable and sections[-1].heading == section.heading:
                 # The same chapter continued in the next file: keep it one section.
                 sections[-1].text = f"{sections[-1].text}\n\n{section.text}".strip()
             else:

@@ -4,7 +4,9 @@ A passage from the middle of a report rarely names whose report it is or which y
 "this fiscal year"), so every chunk is searched with this line in front of it, and the payload keeps the
 period so that a question naming one can prefer the documents of that period (``retrieval.periods``).
 Everything comes from the document itself: the title its file records (where that is not a tool's default),
-its opening words (a title page names the organisation, the title and the date), and dates written there.
+its opening words (a title page names the organisation, the title and the date), what its running headers and
+footers repeat on every page (often the organisation and the edition, where the cover is a regulator's form), and
+dates written there.
 """
 
 from __future__ import annotations
@@ -61,9 +63,13 @@ def describe(sections: list[Document], path: Path) -> DocumentContext:
     head = _head(sections)
     paginated = first.get("page") is not None
     title = _title(recorded, head if paginated else None, first.get("heading"), path)
+    running = first.get("document_running")
+    if running and not set(_words(running)) <= set(_words(title)):
+        # Often the organisation and the edition, where the title page's opening lines did not name them.
+        title = f"{title} | {running}"
     if paginated:
         opening = " ".join(section.text for section in sections[:3])[:_PERIOD_WINDOW]
-        period = find_period(" ".join(filter(None, [recorded, opening])))
+        period = find_period(" ".join(filter(None, [recorded, opening, running])))
     else:
         period = find_period(title) if title != path.stem else None
         period = period or find_period(head, bare_years=False)

@@ -227,7 +227,7 @@ def redact_documents(documents: Iterable[Document], redactor: Redactor) -> tuple
     for document in documents:
         text, found = redactor.redact(document.text)
         metadata = dict(document.metadata)
-        for key in ("heading", "document_title"):
+        for key in ("heading", "document_title", "document_running"):
             if value := metadata.get(key):
                 metadata[key], in_value = redactor.redact(value)
                 found += in_value

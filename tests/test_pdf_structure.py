@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from llama_index.core.schema import NodeWithScore, TextNode
+from reportlab.lib.pagesizes import letter
+from reportlab.pdfgen import canvas
 
 from retrieval.document_info import describe
 from retrieval.editions import prefer_period
@@ -62,6 +64,33 @@ def test_every_chunk_of_a_report_names_whose_report_it_is_and_its_date():
     line = embedding_text("| Measure | Result |\n| --- | --- |\n| Hiring | 73.5 |", info.payload())
     assert line.splitlines()[0] == info.context
     assert line.splitlines()[-1] == "Measure: Hiring; Result: 73.5"
+
+
+def test_what_the_running_lines_say_of_the_document_goes_into_its_line(tmp_path):
+    # A filing whose cover opens on the regulator's name and a long line of prose: only its running footer says
+    # whose report it is and which quarter, and a page from its middle says neither.
+    path = tmp_path / "filing.pdf"
+    pdf = canvas.Canvas(str(path), pagesize=letter, invariant=True)
+    cover = [
+        "UNITED STATES",
+        "SECURITIES AND EXCHANGE COMMISSION",
+        "QUARTERLY REPORT PURSUANT TO SECTION 13 OR 15(d) OF THE SECURITIES EXCHANGE ACT OF 1934 FOR THE QUARTER",
+    ]
+    body = ["Net sales rose", "Operating costs fell", "Cash held steady", "Debt was repaid", "Staff grew"]
+    for number in range(1, 7):
+        lines = cover if number == 1 else [f"{body[number - 2]} by {number} percent against last year."]
+        for row, line in enumerate(lines):
+            pdf.drawString(72, 700 - 20 * row, line)
+        if number > 1:
+            pdf.drawString(72, 40, f"Northwind Traders Inc. | Q3 2023 Form 10-Q | {number}")
+        pdf.showPage()
+    pdf.save()
+
+    sections = load(path)
+    assert not any("Northwind" in section.text for section in sections)  # gone from every page
+    info = describe(sections, path)
+    assert info.context.endswith("| Northwind Traders Inc. Q3 2023 Form 10-Q")  # once, without a page number
+    assert info.period is not None and info.period.years == (2023,)
 
 
 @needs_corpus

@@ -25,7 +25,7 @@ from .grid import form_lines, is_form, split_title, table_section, text_lines, t
 from .guards import current_limits, short_reason
 from .pdf_guard import ENCRYPTED_REASON, check_inflation
 from .pdf_tables import MIN_TABLE_PATHS, blocks, page_tables
-from .running_lines import running_lines, strip_running
+from .running_lines import running_lines, running_words, strip_running
 from .sections import HeadingTrail, Section, join_heading, to_documents
 
 NO_TEXT_REASON = "no extractable text: the PDF may be scanned images; OCR is not configured"
@@ -75,7 +75,13 @@ def load_pdf(path: Path) -> list[Document]:
             else:
                 sections.append(Section(strip_running(block.text, running), heading, number))
     reason = NO_TEXT_AFTER_OCR_REASON if ocr_done else NO_TEXT_REASON
-    return to_documents(sections, empty_reason=reason, title=title, created=created)
+    return to_documents(
+        sections,
+        empty_reason=reason,
+        title=title,
+        created=created,
+        running=running_words([page.text for page in pages], running),
+    )
 
 
 def _table(rows: list[list[str]], heading: str | None, page: int) -> Section:

@@ -82,12 +82,18 @@ def tidy(text: str) -> str:
 
 
 def to_documents(
-    sections: Iterable[Section], *, empty_reason: str, title: str | None = None, created: str | None = None
+    sections: Iterable[Section],
+    *,
+    empty_reason: str,
+    title: str | None = None,
+    created: str | None = None,
+    running: str | None = None,
 ) -> list[Document]:
     """Drop empty sections and encoded-data runs; refuse a file that yields no text at all.
 
     ``title`` and ``created`` (an ISO date): what the file's own metadata says of the whole document, where a
-    loader can tell it from a tool's default; kept on the first section for ``retrieval.document_info``.
+    loader can tell it from a tool's default; ``running``: what its running headers and footers say of it. All
+    are kept on the first section for ``retrieval.document_info``.
     """
     documents = []
     dropped = 0
@@ -114,7 +120,7 @@ def to_documents(
                 "or line break, which is encoded data (base64, minified code), not text to search"
             )
         raise LoadError(empty_reason)
-    for key, value in (("document_title", title), ("document_created", created)):
+    for key, value in (("document_title", title), ("document_created", created), ("document_running", running)):
         if value:
             documents[0].metadata[key] = value
     return documents

@@ -31,6 +31,9 @@ class GeneratorSettings(BaseModel):
     openai_model: str | None = None
     openai_api_key: SecretStr | None = None
     openai_timeout_s: float = Field(default=60.0, gt=0)
+    # "chat": /chat/completions (the model has a chat template); "completions": /completions with the plain prompt
+    # (a base model, such as Grok-1 as released); "auto": chat until the server says the model has no template.
+    openai_api: Literal["auto", "chat", "completions"] = "auto"
 
     @classmethod
     def setting_name(cls, field: str) -> str:

@@ -150,8 +150,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
+                chat = self.path.endswith("/chat/completions")
                 for piece in args[0]:
-                    chunk = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": piece}}]}
+                    # vLLM's chunk shapes: chat deltas, or a completion's text
+                    choice = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
+                    chunk = {"object": "chat.completion.chunk" if chat else "text_completion", "choices": [choice]}
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                     self.wfile.flush()
                 self.wfile.write(b"data: [DONE]\n\n")
@@ -188,6 +191,44 @@ def test_an_adapter_is_chosen_by_its_served_name(server):
     list(generator.stream(PROMPT))
     assert server.requests[0]["body"]["model"] == "hr-lora"
     assert (generator.name, generator.adapter) == ("org-model", "hr-lora")
+
+
+# vLLM's answer to a chat request for a model whose tokenizer has no chat template (Grok-1 as released).
+NO_TEMPLATE = (
+    '{"object": "error", "message": "As of transformers v4.44, default chat template is no longer allowed, so you '
+    'must provide a chat template if the tokenizer does not define one.", "type": "BadRequestError", "code": 400}'
+)
+
+
+def test_a_base_model_is_asked_for_a_completion_of_the_plain_prompt(server):
+    generator = OpenAICompatibleGenerator(server.url, "grok-1", adapter="hr-lora", max_new_tokens=32, api="completions")
+    assert "".join(generator.stream(PROMPT)) == "Twenty-five days [1]."
+    (request,) = server.requests
+    assert request["path"] == "/v1/completions"
+    body = request["body"]
+    assert body["prompt"] == PROMPT.plain() and body["prompt"].endswith("Answer:") and "messages" not in body
+    assert body["model"] == "hr-lora" and body["stream"] is True and body["max_tokens"] == 32
+    assert body["stop"] == ["\nQuestion:", "\nSources:"]  # where a base model would go on to a next question
+
+
+def test_auto_turns_to_completions_when_the_server_says_there_is_no_chat_template(server):
+    server.script = [("status", 400, NO_TEMPLATE), ("sse", ["Twenty-five ", "days."])]
+    generator = OpenAICompatibleGenerator(server.url, "grok-1")
+    assert "".join(generator.stream(PROMPT)) == "Twenty-five days."
+    assert [r["path"] for r in server.requests] == ["/v1/chat/completions", "/v1/completions"]
+    assert "".join(generator.stream(PROMPT)) == "Twenty-five days."  # remembered: no second chat attempt
+    assert [r["path"] for r in server.requests][2:] == ["/v1/completions"]
+
+
+def test_chat_named_for_a_base_model_is_an_error_that_says_which_setting(server):
+    server.script = [("status", 400, NO_TEMPLATE)]
+    generator = OpenAICompatibleGenerator(server.url, "grok-1", api="chat")
+    with pytest.raises(GeneratorError, match="no chat template .* set the generator's API to completions or auto"):
+        list(generator.stream(PROMPT))
+    assert len(server.requests) == 1
+    server.script = [("status", 400, '{"message": "max_tokens is too large"}')]  # other 400s stay errors in auto
+    with pytest.raises(GeneratorError, match="answered 400 Bad Request: .*max_tokens"):
+        list(OpenAICompatibleGenerator(server.url, "grok-1").stream(PROMPT))
 
 
 def test_a_503_before_the_first_token_is_retried(server):

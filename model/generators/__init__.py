@@ -45,6 +45,7 @@ def build(settings: GeneratorSettings) -> Generator | None:
             max_new_tokens=settings.max_new_tokens,
             temperature=settings.temperature,
             timeout=settings.openai_timeout_s,
+            api=settings.openai_api,
         )
     from model.generators.local import LocalGenerator
     from model.loading import load

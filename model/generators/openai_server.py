@@ -1,4 +1,9 @@
-"""An on-prem OpenAI-compatible server (vLLM, SGLang, TGI) answering through /chat/completions, streamed.
+"""An on-prem OpenAI-compatible server (vLLM, SGLang, TGI), streamed: /chat/completions for a model with a chat
+template, /completions with the plain prompt for a base model (Grok-1 is released as one).
+
+Which one is a setting; "auto" asks for a chat completion and, when the server answers that the model has no chat
+template (vLLM: 400 "... you must provide a chat template if the tokenizer does not define one"), uses completions
+from then on.
 
 HTTP goes through httpx, a well-kept HTTP library with streaming responses and separate connect / read timeouts.
 The client connects only to the configured base URL's host, by construction: every request goes to one URL built
@@ -15,9 +20,14 @@ from collections.abc import Iterator
 import httpx
 
 from model.generators import GeneratorError
-from model.prompt import Prompt
+from model.prompt import PLAIN_STOPS, Prompt
 
 DEFAULT_RETRIES = 2
+APIS = ("auto", "chat", "completions")
+
+
+class _NoChatTemplate(GeneratorError):
+    """The server cannot render chat messages for this model: it has no chat template."""
 
 
 class OpenAICompatibleGenerator:
@@ -33,14 +43,20 @@ class OpenAICompatibleGenerator:
         timeout: float = 60.0,
         retries: int = DEFAULT_RETRIES,
         backoff_s: float = 0.5,
+        api: str = "auto",
     ):
         if not base_url or not model:
             raise ValueError("an OpenAI-compatible server needs its base URL and the model it serves")
+        if api not in APIS:
+            raise ValueError(f"api must be one of {', '.join(APIS)}, not {api!r}")
         self.name = model
         # vLLM serves each LoRA adapter under a name of its own (--lora-modules NAME=PATH): asking for that name as
         # the request's model is how an adapter is chosen.
         self.adapter = adapter
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.base_url = base_url.rstrip("/")
+        self.api = api
+        # Completions with the plain prompt: set, or found out by "auto" when the server says there is no chat template.
+        self._plain = api == "completions"
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.stop = tuple(stop)
@@ -61,19 +77,38 @@ class OpenAICompatibleGenerator:
     def close(self) -> None:
         self._client.close()
 
+    @property
+    def url(self) -> str:
+        return self.base_url + ("/completions" if self._plain else "/chat/completions")
+
     def request_body(self, prompt: Prompt) -> dict:
-        body = {
-            "model": self.adapter or self.name,
-            "messages": prompt.messages(),
-            "stream": True,
-            "max_tokens": self.max_new_tokens,
-            "temperature": self.temperature,
-        }
-        if self.stop:
-            body["stop"] = list(self.stop)
+        body = {"model": self.adapter or self.name, "stream": True}
+        if self._plain:
+            # A base model continues the text after "Answer:"; the server stops it where it would write the next
+            # question, as the local generator does.
+            body["prompt"] = prompt.plain()
+            stops = [*PLAIN_STOPS, *self.stop]
+        else:
+            body["messages"] = prompt.messages()
+            stops = list(self.stop)
+        body.update(max_tokens=self.max_new_tokens, temperature=self.temperature)
+        if stops:
+            body["stop"] = stops
         return body
 
     def stream(self, prompt: Prompt) -> Iterator[str]:
+        try:
+            yield from self._stream(prompt)
+        except _NoChatTemplate as error:
+            if self.api != "auto":
+                raise GeneratorError(
+                    f"{error}: the served model has no chat template (a base model such as Grok-1): set the "
+                    "generator's API to completions or auto"
+                ) from error
+            self._plain = True
+            yield from self._stream(prompt)
+
+    def _stream(self, prompt: Prompt) -> Iterator[str]:
         body = self.request_body(prompt)
         attempt = 0
         while True:
@@ -119,6 +154,8 @@ class OpenAICompatibleGenerator:
             )
         response.read()
         detail = response.text.strip()[:500]
+        if response.status_code == 400 and not self._plain and "chat template" in detail.lower():
+            raise _NoChatTemplate(f"the model server at {self.url} answered 400: {detail}")
         hint = {
             401: "check the API key",
             403: "check the API key",
@@ -131,7 +168,7 @@ class OpenAICompatibleGenerator:
 
 
 def _sse_text(response: httpx.Response, url: str) -> Iterator[str]:
-    """The text deltas of a streamed chat completion: server-sent events, one JSON chunk per `data:` event."""
+    """The text pieces of a streamed (chat) completion: server-sent events, one JSON chunk per `data:` event."""
     for data in _sse_events(response.iter_lines()):
         if data == "[DONE]":
             return
@@ -144,7 +181,8 @@ def _sse_text(response: httpx.Response, url: str) -> Iterator[str]:
             message = error.get("message", error) if isinstance(error, dict) else error
             raise GeneratorError(f"the model server at {url} failed while answering: {message}")
         for choice in chunk.get("choices") or ():
-            text = (choice.get("delta") or {}).get("content")
+            # A chat chunk carries its text in delta.content, a completion chunk in text.
+            text = (choice.get("delta") or {}).get("content") if "delta" in choice else choice.get("text")
             if text:
                 yield text
 

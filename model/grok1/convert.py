@@ -1,7 +1,7 @@
 """Convert xAI's Grok-1 release checkpoint into a transformers model directory.
 
     python -m model.grok1.convert --checkpoint PATH/ckpt-0 --tokenizer PATH/tokenizer.model --out DIR \\
-        [--config config.json] [--dtype bfloat16|float32|int8] [--shard-size 5GB]
+        [--config config.json] [--dtype bfloat16|float32|int8] [--shard-size 5GB] [--layout project|vllm]
 
 Writes `model-0000i-of-0000N.safetensors` + `model.safetensors.index.json`, `config.json` and the tokenizer. Tensors
 are read, dequantised and written one at a time, and each shard is written as soon as it fills, so memory stays at
@@ -10,6 +10,9 @@ about one shard plus one layer's experts (never the whole 314B model).
 With `--dtype int8` the attention and expert matrices are written as the release's own int8 weights plus bf16
 scales (see model/grok1/int8.py; no dequantisation, a quarter of float32's size) and config.json says
 `"quantization": "int8"`; the norms, router and embeddings are written as bfloat16.
+
+With `--layout vllm` the directory is the one vLLM serves instead (model/grok1/serving: its names, config and remote
+code); the default layout is what this project's model, fine-tuning and merge read.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from .names import Target, release_to_ours, stack_gate_up, to_our_layout
 from .release import (
@@ -35,10 +37,11 @@ from .release import (
     release_param_paths,
     tensor_filename,
 )
+from .shards import DEFAULT_SHARD_SIZE, ShardWriter, parse_size
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 INT8 = "int8"
-DEFAULT_SHARD_SIZE = "5GB"
+LAYOUTS = ("project", "vllm")
 
 # The released model (xai-org/grok-1 run.py); used when model.grok1.configuration is not importable.
 RELEASE_CONFIG = {
@@ -69,17 +72,6 @@ SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_la
 
 class ConversionError(RuntimeError):
     """A user-facing conversion failure (bad arguments or inconsistent config)."""
-
-
-def parse_size(text: str | int) -> int:
-    """'5GB', '500MB', '10KB' or a plain byte count -> bytes (decimal units, as transformers uses)."""
-    if isinstance(text, int):
-        return text
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B?)\s*", str(text).upper())
-    if not match:
-        raise ConversionError(f"cannot parse size {text!r}; write e.g. 5GB, 500MB or a number of bytes")
-    unit = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9}[match.group(2)]
-    return int(float(match.group(1)) * unit)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -152,7 +144,9 @@ def build_config(checkpoint_dir: Path, num_layers: int, overrides: dict | None) 
     config = default_config()
     config.update(inferred)
     config.update(overrides)
-    if config.get("head_dim") is None:
+    if overrides.get("head_dim") is None:
+        # A config in the HF ports' field names has no head_dim: it follows from its own sizes, as in Grok1Config,
+        # never from the release's 128.
         config["head_dim"] = config["hidden_size"] // config["num_attention_heads"]
     config["model_type"] = "grok-1"
     config["architectures"] = ["Grok1ForCausalLM"]
@@ -195,49 +189,6 @@ def write_config(config: dict, out_dir: Path, dtype: str) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Streaming conversion
-
-
-class ShardWriter:
-    """Collects tensors and writes a safetensors shard whenever the next tensor would overflow `max_bytes`."""
-
-    def __init__(self, out_dir: Path, max_bytes: int):
-        self.out_dir, self.max_bytes = out_dir, max_bytes
-        self.pending: dict[str, torch.Tensor] = {}
-        self.pending_bytes = 0
-        self.shards: list[list[str]] = []
-        self.total_bytes = 0
-
-    def add(self, name: str, tensor: torch.Tensor) -> None:
-        size = tensor.numel() * tensor.element_size()
-        if self.pending and self.pending_bytes + size > self.max_bytes:
-            self.flush()
-        self.pending[name] = tensor.contiguous()
-        self.pending_bytes += size
-        self.total_bytes += size
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        # The total shard count is only known at the end, so shards get their final names in finish().
-        save_file(self.pending, self.out_dir / self._temp_name(len(self.shards)), metadata={"format": "pt"})
-        self.shards.append(list(self.pending))
-        self.pending, self.pending_bytes = {}, 0
-
-    @staticmethod
-    def _temp_name(index: int) -> str:
-        return f"partial-{index:05d}.safetensors"
-
-    def finish(self) -> dict:
-        self.flush()
-        count = len(self.shards)
-        weight_map = {}
-        for index, names in enumerate(self.shards):
-            final = f"model-{index + 1:05d}-of-{count:05d}.safetensors"
-            (self.out_dir / self._temp_name(index)).replace(self.out_dir / final)
-            weight_map.update(dict.fromkeys(names, final))
-        index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
-        (self.out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-        return index
 
 
 def _is_quantized_target(target: Target) -> bool:
@@ -323,13 +274,22 @@ def convert_checkpoint(
     config_overrides: dict | None = None,
     dtype: str = "bfloat16",
     shard_size: str | int = DEFAULT_SHARD_SIZE,
+    layout: str = "project",
 ) -> dict:
-    """Convert the release at `checkpoint` (its ckpt-0 folder) into `out_dir`; returns the index JSON."""
+    """Convert the release at `checkpoint` (its ckpt-0 folder) into `out_dir`; returns the index JSON.
+
+    `layout` "project" writes the directory this project's model, fine-tuning and merge read; "vllm" the serving
+    directory vLLM loads (model/grok1/serving).
+    """
     if dtype not in (*DTYPES, INT8):
         raise ConversionError(f"unknown dtype {dtype!r}; choose one of {', '.join((*DTYPES, INT8))}")
+    if layout not in LAYOUTS:
+        raise ConversionError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     num_layers = count_layers(checkpoint)
     config = build_config(checkpoint, num_layers, config_overrides)
+    if layout == "vllm":
+        return _convert_for_serving(checkpoint, out_dir, config, dtype, shard_size, tokenizer)
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter(out_dir, parse_size(shard_size))
     blocks: dict[str, int] = {}
@@ -352,6 +312,25 @@ def convert_checkpoint(
     return index
 
 
+def _convert_for_serving(checkpoint: Path, out_dir: Path, config: dict, dtype: str, shard_size, tokenizer) -> dict:
+    from .serving.export import with_scales, write_serving_directory
+
+    def add_tokenizer(directory: Path) -> None:
+        if tokenizer is not None:
+            from .tokenizer import convert_tokenizer
+
+            convert_tokenizer(tokenizer, directory)
+
+    return write_serving_directory(
+        out_dir,
+        config,
+        with_scales(iter_converted(checkpoint, config, DTYPES.get(dtype, dtype))),
+        dtype=dtype,
+        shard_size=shard_size,
+        add_tokenizer=add_tokenizer,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.grok1.convert", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="the release's ckpt-0 directory")
@@ -362,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
         "--dtype", default="bfloat16", help="bfloat16 (default), float32, or int8 (the release's int8 + scales)"
     )
     parser.add_argument("--shard-size", default=DEFAULT_SHARD_SIZE, help="max bytes per shard, e.g. 5GB (default)")
+    parser.add_argument(
+        "--layout",
+        default="project",
+        choices=LAYOUTS,
+        help="project (default: what this project's model and fine-tuning read) or vllm (a serving directory)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -375,8 +360,10 @@ def main(argv: list[str] | None = None) -> int:
             config_overrides=overrides,
             dtype=args.dtype,
             shard_size=args.shard_size,
+            layout=args.layout,
         )
     except (CheckpointFormatError, UnsafeCheckpointError, ConversionError, OSError, ValueError) as exc:
+        # ValueError covers ServingLayoutError: a config vLLM's Grok-1 cannot express.
         print(f"error: {exc}", file=sys.stderr)
         return 1
     shards = len(set(index["weight_map"].values()))

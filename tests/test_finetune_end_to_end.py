@@ -83,7 +83,9 @@ def int8_grok(tmp_path_factory):
     write_release_checkpoint(root / "ckpt-0", config={"vocab_size": 512})
     tokenizer = train_sentencepiece(root / "sp", vocab_size=200)
     overrides = root / "overrides.json"
-    overrides.write_text(json.dumps({k: TINY[k] for k in ("num_attention_heads", "num_key_value_heads", "head_dim")}))
+    fields = {k: TINY[k] for k in ("num_attention_heads", "num_key_value_heads", "head_dim")}
+    # Grok-1's attention factor is 1/sqrt(head_dim), which vLLM computes: the merged model is served too.
+    overrides.write_text(json.dumps({**fields, "attn_output_multiplier": TINY["head_dim"] ** -0.5}))
     out = {}
     for dtype in ("int8", "float32"):
         out[dtype] = root / dtype
@@ -153,4 +155,16 @@ def test_lora_on_int8_grok1_adapts_attention_and_experts_and_fits_the_float_conv
     with torch.no_grad():
         want = on_float(input_ids=ids).logits
         torch.testing.assert_close(merged_model(input_ids=ids).logits, want, rtol=1e-3, atol=1e-4)
-    assert "model.layers.0.self_attn.q_proj.weight" in load_file(next(merged.glob("*.safetensors")))
+    merged_tensors = load_file(next(merged.glob("*.safetensors")))
+    assert "model.layers.0.self_attn.q_proj.weight" in merged_tensors
+
+    served = tmp_path / "merged-vllm"
+    argv = ["merge", "--adapter", str(adapter), "--base", str(int8_grok["float32"]), "--out", str(served)]
+    assert cli.main([*argv, "--layout", "vllm"]) == 0
+    assert json.loads((served / "config.json").read_text())["architectures"] == ["Grok1ModelForCausalLM"]
+    served_tensors = {k: v for shard in served.glob("*.safetensors") for k, v in load_file(shard).items()}
+    q_proj = merged_tensors["model.layers.0.self_attn.q_proj.weight"]
+    assert torch.equal(served_tensors["model.layers.0.attn.q_proj.weight"], q_proj)  # the adapter merged in
+    gate_up = merged_tensors["model.layers.1.moe.experts.gate_up_proj"]
+    assert torch.equal(served_tensors["model.layers.1.moe_block.experts.5.linear_v.weight"], gate_up[5].chunk(2)[1])
+    assert not (tmp_path / "merged-vllm.partial").exists()

@@ -165,6 +165,15 @@ def test_export_unfuses_expert_lora_under_hpcai_names(trained, models, tmp_path)
     q = "base_model.model.model.layers.0.attn.q_proj.lora_A.weight"
     assert q in exported
 
+    # vLLM finds an adapter's modules by the served checkpoint's names: each exported pair sits on a matrix the
+    # serving layout (checked against vLLM's Grok-1 loader in test_grok1_serving.py) writes.
+    from model.grok1.serving.layout import serving_tensors
+
+    served = {name for ours, tensor in base.items() for name, _ in serving_tensors(ours, tensor)}
+    for key in exported:
+        module = key.removeprefix("base_model.model.").rsplit(".lora_", 1)[0]
+        assert f"{module}.weight" in served, key
+
 
 def test_eval_reports_base_and_adapted_perplexity(trained, data, capsys):
     run, result = trained

@@ -356,3 +356,12 @@ def test_a_model_vllm_cannot_compute_is_refused_with_the_reason(project_dir, tmp
 def _write(path: Path, data: dict) -> str:
     path.write_text(json.dumps(data))
     return str(path)
+
+
+def test_the_projects_own_loader_names_a_serving_directory_for_what_it_is(serving_dir):
+    from model.grok1.serving import MODEL_TYPE
+    from model.loading import SERVING_MODEL_TYPE, ModelLoadError, load
+
+    assert SERVING_MODEL_TYPE == MODEL_TYPE
+    with pytest.raises(ModelLoadError, match="serving directory, written for vLLM"):
+        load(serving_dir)

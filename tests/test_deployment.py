@@ -291,6 +291,25 @@ def _fake_vllm(tmp_path: Path) -> Path:
     return binary.parent
 
 
+def _vllm_argv(tmp_path: Path, operator: dict, models: Path | None = None) -> list[str]:
+    """The arguments the vllm service's command hands to `vllm` (a fake that prints them)."""
+    vllm = resolved(operator)["services"]["vllm"]
+    assert vllm["entrypoint"] == ["/bin/sh", "-c"]
+    environment = {key: str(value) for key, value in vllm["environment"].items()}
+    if models is not None:
+        environment["MODELS"] = str(models)  # where /models is mounted in the container
+    path = f"{_fake_vllm(tmp_path)}:{os.environ['PATH']}"
+    done = subprocess.run(
+        ["/bin/sh", "-c", vllm["command"][0]],
+        env={"PATH": path, **environment},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 @pytest.mark.parametrize(
     ("modules", "expected"),
     [
@@ -303,20 +322,9 @@ def _fake_vllm(tmp_path: Path) -> Path:
     ids=["base-model-only", "two-adapters"],
 )
 def test_vllm_serves_the_mounted_model_over_the_gpus_with_lora(tmp_path, modules, expected):
-    vllm = resolved({"VLLM_LORA_MODULES": modules, "VLLM_EXTRA_ARGS": "--max-model-len 8192"})["services"]["vllm"]
-    assert vllm["entrypoint"] == ["/bin/sh", "-c"]
-    environment = {key: str(value) for key, value in vllm["environment"].items()}
-    path = f"{_fake_vllm(tmp_path)}:{os.environ['PATH']}"
-    done = subprocess.run(
-        ["/bin/sh", "-c", vllm["command"][0]],
-        env={"PATH": path, **environment},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    argv = json.loads(done.stdout)
-    assert argv[:2] == ["serve", "/models/grok-1-hf"]
+    vllm = resolved({"VLLM_LORA_MODULES": modules})["services"]["vllm"]  # for its mounts and devices
+    argv = _vllm_argv(tmp_path, {"VLLM_LORA_MODULES": modules, "VLLM_EXTRA_ARGS": "--enforce-eager"})
+    assert argv[:2] == ["serve", "/models/grok-1-vllm-int8"]  # the 8-bit serving directory: fits 8 x 80 GB
     flags = {
         flag: value
         for flag, value in zip(argv[2:], argv[3:] + [""], strict=True)
@@ -324,6 +332,9 @@ def test_vllm_serves_the_mounted_model_over_the_gpus_with_lora(tmp_path, modules
     }
     assert flags["--served-model-name"] == "grok-1" and flags["--api-key"] == OPERATOR["VLLM_API_KEY"]
     assert flags["--tensor-parallel-size"] == "8" and flags["--max-model-len"] == "8192"
+    assert flags["--dtype"] == "bfloat16" and flags["--gpu-memory-utilization"] == "0.9"
+    assert flags["--max-lora-rank"] == "16" and "--enforce-eager" in argv
+    assert "--trust-remote-code" not in argv  # no such directory here: nothing is trusted by default
     assert "--enable-lora" in argv
     if expected is None:
         assert "--lora-modules" not in argv
@@ -333,6 +344,20 @@ def test_vllm_serves_the_mounted_model_over_the_gpus_with_lora(tmp_path, modules
     assert "/models:ro" in " ".join(vllm["volumes"]) and "/runs:ro" in " ".join(vllm["volumes"])
     (device,) = vllm["deploy"]["resources"]["reservations"]["devices"]
     assert device == {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
+
+
+@pytest.mark.parametrize(("model_type", "trusted"), [("grok-1-serving", True), ("llama", False)])
+def test_remote_code_is_trusted_only_for_the_projects_own_serving_directory(tmp_path, model_type, trusted):
+    from model.grok1.serving import MODEL_TYPE
+
+    directory = tmp_path / "models" / "grok-1-vllm-int8"
+    directory.mkdir(parents=True)
+    # Written as the export writes it (indented, keys sorted), which is what the command looks for.
+    (directory / "config.json").write_text(json.dumps({"model_type": model_type, "vocab_size": 8}, indent=2))
+    argv = _vllm_argv(tmp_path, {}, models=tmp_path / "models")
+    assert argv[1] == str(directory)
+    assert ("--trust-remote-code" in argv) is trusted
+    assert MODEL_TYPE == "grok-1-serving"
 
 
 def test_the_finetune_job_launches_the_real_train_command_on_the_mounted_paths():

@@ -365,3 +365,20 @@ def test_the_projects_own_loader_names_a_serving_directory_for_what_it_is(servin
     assert SERVING_MODEL_TYPE == MODEL_TYPE
     with pytest.raises(ModelLoadError, match="serving directory, written for vLLM"):
         load(serving_dir)
+
+
+def test_the_serving_plan_puts_grok1_in_8bit_on_8_x_80gb_and_bf16_only_on_8_x_141gb(capsys):
+    from model.grok1.serving.plan import main, serving_plan
+
+    h100, h200 = 81559 / 1024, 143771 / 1024  # GiB, as nvidia-smi shows the cards
+    int8 = serving_plan({}, gpus=8, gpu_memory_gib=h100, weights="int8")
+    bf16 = serving_plan({}, gpus=8, gpu_memory_gib=h100, weights="bf16")
+    # 5.64B attention + 309.2B expert parameters at 2 B, the 0.8B-parameter embedding at 2 B: about 632 GB in all.
+    params = 64 * 6144 * (2 * 48 + 2 * 8) * 128 + 64 * 8 * 3 * 6144 * 32768
+    assert bf16.weights_gib * 8 == pytest.approx((params * 2 + 131072 * 6144 * 2) / 2**30, rel=1e-3)
+    assert 0.5 < int8.weights_gib / bf16.weights_gib < 0.52  # 1 B a parameter plus a bf16 scale per 128
+    assert not bf16.fits and int8.fits and int8.sequences_at_context >= 100
+    assert int8.kv_per_token_kib == 32  # 64 layers x K and V x one of 8 key/value heads x 128 x 2 B
+    assert serving_plan({}, gpus=8, gpu_memory_gib=h200, weights="bf16").fits
+    assert main(["--weights", "bf16"]) == 2 and "does not fit" in capsys.readouterr().out
+    assert main(["--weights", "int8", "--json"]) == 0 and json.loads(capsys.readouterr().out)["fits"] is True

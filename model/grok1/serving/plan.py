@@ -28,21 +28,11 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..convert import RELEASE_CONFIG
+
 GIB = 2**30
 ALLOWANCE_GIB = 2.0
 GROUP = 128
-# The released model (xai-org/grok-1); --config takes another config.json.
-RELEASE = {
-    "vocab_size": 131072,
-    "hidden_size": 6144,
-    "intermediate_size": 32768,
-    "num_hidden_layers": 64,
-    "num_attention_heads": 48,
-    "num_key_value_heads": 8,
-    "num_experts": 8,
-    "num_experts_per_tok": 2,
-    "max_position_embeddings": 8192,
-}
 WEIGHTS = ("bf16", "int8")
 
 
@@ -99,7 +89,7 @@ def serving_plan(
 ) -> ServingPlan:
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, not {weights!r}")
-    c = {**RELEASE, **config}
+    c = {**RELEASE_CONFIG, **config}  # the release's, unless the config describes another size
     layers, hidden, inter = c["num_hidden_layers"], c["hidden_size"], c["intermediate_size"]
     heads, kv_heads, experts = c["num_attention_heads"], c["num_key_value_heads"], c["num_experts"]
     head_dim = c.get("head_dim") or hidden // heads

@@ -76,7 +76,14 @@ def assert_contract(documents) -> None:
     assert documents
     for document in documents:
         assert document.text == document.text.strip() and document.text
-        assert set(document.metadata) <= {"page", "heading", "table", "document_title", "document_created"}
+        assert set(document.metadata) <= {
+            "page",
+            "heading",
+            "table",
+            "document_title",
+            "document_created",
+            "document_running",
+        }
         if "table" in document.metadata:
             assert document.metadata["table"] is True
             assert parse_markdown(document.text) is not None, "a table section is one Markdown table"

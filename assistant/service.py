@@ -1,5 +1,6 @@
 """The Assistant: the one object the CLI, the portal and the HTTP API talk to."""
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -9,16 +10,16 @@ from typing import Self
 from llama_index.core.schema import NodeWithScore
 from qdrant_client.http.exceptions import ApiException
 
-from assistant import extractive, policy, runs
+from assistant import extractive, follow_ups, policy, runs
 from assistant.audit import AuditLog
 from assistant.errors import InvalidRequest, NotFound
 from assistant.policy import AdapterNotPermitted
 from assistant.settings import Settings
 from assistant.types import Answer, DocumentInfo, Health, Source, UploadResult, User
 from assistant.uploads import UPLOADS_DIR, Upload, folder_size, outcome_rows, save_uploads, user_folder
-from model.generators import Generator
+from model.generators import Generator, GeneratorError
 from model.generators import build as build_generator
-from model.prompt import Passage, Turn, build_prompt, passage_header
+from model.prompt import Passage, Turn, build_prompt, passage_header, rewrite_prompt
 from model.run_layout import ADAPTER_CONFIG, ADAPTER_DIR
 from retrieval import ChunkStore, DocumentRecord, EmbedderMismatch, Ingestor, IngestReport, validate_groups
 from retrieval.access import ADMIN_GROUP
@@ -219,9 +220,7 @@ class Assistant:
         self._check_adapter(user)
         started = time.perf_counter()
         history = tuple(history)[-FOLLOW_UP_TURNS:]
-        search_text = _search_text(question, history)
-        question_vector = self.embedder.embed_query(search_text)
-        sources = [_to_source(hit) for hit in self.searcher.search(search_text, user.groups, k, dense=question_vector)]
+        question_vector, sources, rewrite = self._searched(question, history, user, k)
         retrieved = time.perf_counter()
         # No source the user may read means nothing to answer from: the model is not asked, so it cannot answer
         # from what it learned elsewhere (or from documents an adapter was trained on).
@@ -255,14 +254,21 @@ class Assistant:
         }
         if first_piece is not None:
             timings["first_token_ms"] = round((first_piece - started) * 1000, 1)
-        answer = Answer(text=text, sources=sources, model=model, timings=timings, adapter=_adapter_label(adapter))
+        answer = Answer(
+            text=text,
+            sources=sources,
+            model=model,
+            timings=timings,
+            adapter=_adapter_label(adapter),
+            search_question=rewrite,
+        )
         # Recorded before the Answer is handed over: a caller may stop iterating once it has it. An audit write
         # that fails raises (AuditError) rather than let answers go unrecorded.
         self.audit.record(
             "ask",
             user.id,
             **_display_name(user),
-            texts={"question": question},
+            texts={"question": question, **({"search_question": rewrite} if rewrite else {})},
             groups=list(user.groups),
             **_shown(sources),
             model=model,
@@ -270,6 +276,46 @@ class Assistant:
             seconds=round(done - started, 3),
         )
         yield answer
+
+    def _searched(
+        self, question: str, history: tuple[Turn, ...], user: User, k: int
+    ) -> tuple[list[float], list[Source], str | None]:
+        """(the searched text's vector, the sources found, the model's standalone rewrite where one was searched).
+
+        assistant/follow_ups.py says when the conversation joins the search and why.
+        """
+        if history and not follow_ups.refers_back(question):
+            vector, sources = self._search_as(question, user, k)
+            if self._something_answers(vector, sources):
+                return vector, sources, None
+        elif not history:
+            return (*self._search_as(question, user, k), None)
+        rewrite = self._rewrite(question, history)
+        text = rewrite or follow_ups.joined(question, history[-1].question)
+        return (*self._search_as(text, user, k), rewrite)
+
+    def _search_as(self, text: str, user: User, k: int) -> tuple[list[float], list[Source]]:
+        vector = self.embedder.embed_query(text)
+        return vector, [_to_source(hit) for hit in self.searcher.search(text, user.groups, k, dense=vector)]
+
+    def _something_answers(self, vector: list[float], sources: list[Source]) -> bool:
+        """Whether a passage found scores as an answer for the embedder (the cut the extractive answer uses)."""
+        passages = self.embedder.embed([source.text for source in sources[:ANSWER_CHECK_PASSAGES]])
+        return any(_dot(vector, passage) >= self.embedder.answer_similarity for passage in passages)
+
+    def _rewrite(self, question: str, history: tuple[Turn, ...]) -> str | None:
+        """The model's standalone version of a follow-up; None without a model, or when its reply is not one."""
+        generator = self.generator
+        if generator is None:
+            return None
+        try:
+            reply = "".join(generator.stream(rewrite_prompt(question, [_brief_turn(turn) for turn in history])))
+        except GeneratorError as error:
+            # The question is still searched, joined to the previous one; the answer's own request will report a
+            # server that is down.
+            log.warning("the model could not rewrite a follow-up, searching it with the previous question: %s", error)
+            return None
+        return follow_ups.standalone_rewrite(reply, question)
 
     def feedback(self, user: User, question: str, answer: str, rating: int, comment: str = "") -> None:
         """A reader's verdict on an answer: +1 (helpful) or -1 (not), with an optional comment."""
@@ -381,6 +427,7 @@ class Assistant:
                 close_previous()
 
 
+log = logging.getLogger(__name__)
 _MB = 1024 * 1024
 _REPORT_LISTS = ("added", "updated", "unchanged", "removed", "failed", "skipped")
 # How much of a conversation a follow-up carries: enough for "and for part-timers?", little enough that an old topic
@@ -389,13 +436,12 @@ FOLLOW_UP_TURNS = 3
 TURN_ANSWER_CHARS = 1000
 
 
-def _search_text(question: str, history: tuple[Turn, ...]) -> str:
-    """What the search embeds: the question, after the previous one when there is one.
+# How many of a standalone search's passages are checked for one that answers (each is embedded again).
+ANSWER_CHECK_PASSAGES = 3
 
-    A follow-up is often too short to find anything alone; the previous question names the topic. Only the last
-    question joins, not its answer, whose wording would pull in whatever it happened to cite.
-    """
-    return f"{history[-1].question}\n{question}" if history else question
+
+def _dot(left: list[float], right: list[float]) -> float:
+    return sum(a * b for a, b in zip(left, right, strict=True))  # both unit vectors: their cosine
 
 
 def _brief_turn(turn: Turn) -> Turn:

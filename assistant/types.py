@@ -68,6 +68,8 @@ class Answer:
     model: str
     timings: dict[str, float] = field(default_factory=dict)
     adapter: str | None = None  # the LoRA adapter the model answered with, if any
+    # A follow-up as the model rewrote it to stand alone, and searched so: shown with the answer.
+    search_question: str | None = None
 
     def to_dict(self) -> dict:
         answer = {
@@ -76,8 +78,11 @@ class Answer:
             "model": self.model,
             "timings": self.timings,
         }
-        if self.adapter is not None:  # only then: answers without one keep the keys they always had
+        # Only when there is one: other answers keep the keys they always had.
+        if self.adapter is not None:
             answer["adapter"] = self.adapter
+        if self.search_question is not None:
+            answer["search_question"] = self.search_question
         return answer
 
 

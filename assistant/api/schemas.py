@@ -111,6 +111,9 @@ class AnswerModel(BaseModel):
         description="retrieve_ms, generate_ms, total_ms and, from a model, first_token_ms"
     )
     adapter: str | None = None
+    search_question: str | None = Field(
+        default=None, description="A follow-up as the model rewrote it to stand alone, which is what was searched"
+    )
 
 
 class SearchRequest(BaseModel):
@@ -247,6 +250,7 @@ class ChatCompletion(BaseModel):
     answer_model: str = Field(description="What wrote the answer: a model's name, or 'extractive'")
     adapter: str | None = None
     timings: dict[str, float]
+    search_question: str | None = Field(default=None, description="A follow-up as rewritten and searched")
 
 
 class Delta(BaseModel):
@@ -272,6 +276,7 @@ class ChatCompletionChunk(BaseModel):
     answer_model: str | None = None
     adapter: str | None = None
     timings: dict[str, float] | None = None
+    search_question: str | None = None
 
 
 class ModelCard(BaseModel):

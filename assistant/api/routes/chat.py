@@ -161,6 +161,7 @@ def _extensions(answer: Answer) -> dict:
         "answer_model": answer.model,
         "adapter": answer.adapter,
         "timings": answer.timings,
+        "search_question": answer.search_question,
     }
 
 

@@ -4,7 +4,7 @@ from assistant import Settings, User, build_assistant
 
     with build_assistant(Settings(data_dir="/srv/assistant")) as assistant: ...
 
-assistant.users (portal accounts), assistant.audit (the audit log), assistant.runs (fine-tuning runs),
+assistant.retriever (the search as a llama-index retriever), assistant.users (portal accounts), assistant.audit (the audit log), assistant.runs (fine-tuning runs),
 assistant.uploads (saving uploaded files) and assistant.api (the HTTP API, `assistant serve`) are imported by name where
 needed.
 """

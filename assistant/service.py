@@ -12,7 +12,8 @@ from qdrant_client.http.exceptions import ApiException
 
 from assistant import extractive, follow_ups, policy, runs
 from assistant.audit import AuditLog
-from assistant.errors import InvalidRequest, NotFound
+from assistant.errors import InvalidRequest, NotFound, NotPermitted
+from assistant.originals import Original, OriginalMissing, read_original, render_page
 from assistant.policy import AdapterNotPermitted
 from assistant.settings import Settings
 from assistant.types import Answer, DocumentInfo, Health, Source, UploadResult, User
@@ -193,6 +194,64 @@ class Assistant:
             seconds=round(time.perf_counter() - started, 3),
         )
         return sources
+
+    def original(self, doc_id: str, user: User) -> Original:
+        """The file a document was ingested from, for a user who may read it; audited as a download."""
+        self.audit.check()
+        record = self._openable(doc_id, user)
+        try:
+            original = read_original(Path(record.path))
+        except OriginalMissing as error:
+            raise _moved(record, error) from error
+        self.audit.record("download", user.id, **_display_name(user), groups=list(user.groups), **_document(record))
+        return original
+
+    def page_image(self, doc_id: str, page: int, user: User, chunk: int | None = None) -> bytes:
+        """Page `page` of a PDF as a PNG, with passage `chunk` of it marked; audited as an opening."""
+        self.audit.check()
+        record = self._openable(doc_id, user)
+        if Path(record.path).suffix.lower() != ".pdf":
+            raise InvalidRequest("only a PDF has pages to show: open the passage in its section, or download the file")
+        passage = self.store.readable_chunk(doc_id, chunk, user.groups) if chunk is not None else None
+        try:
+            image = render_page(Path(record.path), page, passage.text if passage else None)
+        except OriginalMissing as error:
+            raise _moved(record, error) from error
+        except ValueError as error:  # a page the document does not have
+            raise InvalidRequest(str(error)) from error
+        self.audit.record(
+            "open", user.id, **_display_name(user), groups=list(user.groups), **_document(record), page=page
+        )
+        return image
+
+    def passage_in_context(self, doc_id: str, chunk: int, user: User) -> list[Source]:
+        """Passage `chunk` with the passages before and after it in its section; audited as an opening."""
+        self.audit.check()
+        record = self._openable(doc_id, user)
+        nodes = [self.store.readable_chunk(doc_id, number, user.groups) for number in (chunk - 1, chunk, chunk + 1)]
+        found = [_to_source(NodeWithScore(node=node, score=1.0)) for node in nodes if node is not None]
+        cited = next((source for source in found if source.chunk == chunk), None)
+        if cited is None:
+            raise NotFound("no such passage in that document: the sources of an answer name the passages there are")
+        context = [source for source in found if source.heading == cited.heading]
+        self.audit.record(
+            "open", user.id, **_display_name(user), groups=list(user.groups), **_document(record), chunk=chunk
+        )
+        return context
+
+    def _openable(self, doc_id: str, user: User) -> DocumentRecord:
+        """A document the user may read and whose original may be shown; NotFound alike for one that does not
+        exist and one the user may not read, so that nobody learns of a document outside their groups."""
+        record = self.store.readable_document(doc_id, user.groups)
+        if record is None:
+            raise NotFound("no document with that id among those you may read: the documents page lists them")
+        if record.redacted:
+            # Its passages had personal data replaced before they were stored; the file still holds it.
+            raise NotPermitted(
+                "this document was stored with personal data removed, and its original still holds that data: it is "
+                "not shown or handed out; ask an administrator"
+            )
+        return record
 
     def ask(self, question: str, user: User, k: int = 5, history: Sequence[Turn] = ()) -> Answer:
         *_, answer = self.stream(question, user, k, history)
@@ -536,6 +595,17 @@ def _adapter_label(adapter: str | None) -> str | None:
         return None
     path = Path(adapter)
     return path.parent.name if path.name == ADAPTER_DIR and path.parent.name else path.name
+
+
+def _document(record: DocumentRecord) -> dict:
+    return {"doc_id": record.doc_id, "path": record.path}
+
+
+def _moved(record: DocumentRecord, error: Exception) -> NotFound:
+    return NotFound(
+        "the document's file is no longer where it was indexed from: an administrator can index it again",
+        detail=f"{record.path}: {error}",
+    )
 
 
 def _display_name(user: User) -> dict[str, str]:

@@ -270,6 +270,19 @@ class ChunkStore:
         points, offset = self.chunks.scroll(None, limit, offset)
         return [_to_node(point_id, payload) for point_id, payload in points], offset
 
+    def readable_document(self, doc_id: str, reader_groups: Iterable[str]) -> DocumentRecord | None:
+        """The document, if this reader may read it; None as well where it does not exist, so a reader outside its
+        groups cannot tell the two apart."""
+        where = Where.match("doc_id", doc_id) & access_filter(reader_groups)
+        points, _ = self.documents.scroll(where, limit=1, offset=None)
+        return DocumentRecord.from_payload(points[0][1]) if points else None
+
+    def readable_chunk(self, doc_id: str, chunk: int, reader_groups: Iterable[str]) -> TextNode | None:
+        """Chunk `chunk` of a document this reader may read; None otherwise."""
+        if self.readable_document(doc_id, reader_groups) is None:
+            return None
+        return self.get_chunk(chunk_point_id(doc_id, chunk))
+
     def get_chunk(self, point_id: str) -> TextNode | None:
         found = self.chunks.retrieve([point_id])
         return _to_node(point_id, found[0]) if found else None

@@ -149,6 +149,27 @@ def test_signed_in_user_gets_an_answer_with_its_sources_and_can_rate_it(data):
     assert not at.chat_message
 
 
+def test_a_source_opens_at_its_page_or_in_its_section_and_each_opening_is_recorded(data):
+    at = ask(sign_in("ana"), "What is the domestic per diem for business travel?")
+    labels = [plain(x.label) for x in at.expander]
+    pdf = next(i for i, label in enumerate(labels) if "expense-policy.pdf" in label)
+    assert at.get("download_button")  # the original, fetched only when clicked (the callable runs then)
+    next(b for b in at.expander[pdf].button if b.label == "Show the page").click().run()
+    assert not at.exception and at.expander[pdf].get("image"), "the page, drawn by the portal, is shown"
+
+    at = ask(at, LEAVE)
+    handbook = next(i for i, x in enumerate(at.expander) if "employee-handbook.md" in plain(x.label))
+    next(b for b in at.expander[handbook].button if b.label == "Show in its section").click().run()
+    assert not at.exception and "The cited passage:" in texts(at)
+    # Once each, though the page was drawn again for the second question: an opening is kept, not fetched again.
+    opened = AuditLog(data / "audit.jsonl").read(events=["open"])
+    assert sorted((entry["user"], Path(entry["path"]).name) for entry in opened) == [
+        ("ana", "employee-handbook.md"),
+        ("ana", "expense-policy.pdf"),
+    ]
+    assert at.expander[pdf].get("image"), "still open"
+
+
 def test_staff_never_see_an_hr_document_in_answers_sources_or_the_list(data):
     at = ask(sign_in("ana"), SALARY)
     assert HR_FILE not in texts(at) and "8% to 12%" not in texts(at)

@@ -196,3 +196,39 @@ def test_an_image_in_a_document_is_never_fetched_by_the_readers_browser(portal, 
     assert listener.requests == []
     assert f"127.0.0.1:{listener.port}/beacon" in page, page[-2000:]  # the payload is shown, as text
     assert not browser.find_elements(By.CSS_SELECTOR, f"img[src*='{listener.port}'], a[href*='{listener.port}']")
+
+
+def test_a_source_opens_at_its_marked_page_and_downloads_as_the_original_file(portal, browser, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    sources = _sign_in_and_ask(browser, portal, "What is the domestic per diem for business travel?")
+    wait = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException, StopIteration))
+
+    def expense():  # found again each time: the page redraws its elements when it runs again
+        expanders = browser.find_elements(By.CSS_SELECTOR, "[data-testid='stExpander']")
+        return next(e for e in expanders if "expense-policy.pdf" in e.text)
+
+    def click(label: str) -> bool:
+        button = expense().find_element(By.XPATH, f".//button[.//p[text()='{label}']]")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", button)
+        return True
+
+    browser.execute_script("arguments[0].querySelector('summary').click();", expense())
+    wait.until(lambda _: click("Show the page"))
+    width = "const i = arguments[0].querySelector(\"[data-testid='stImage'] img\"); return i ? i.naturalWidth : 0;"
+    wait.until(lambda _: browser.execute_script(width, expense()) > 800)
+    source = browser.execute_script(
+        "return arguments[0].querySelector(\"[data-testid='stImage'] img\").src;", expense()
+    )
+    assert source.startswith(portal.rstrip("/")), source  # an image the portal drew, not the PDF
+
+    wait.until(lambda _: click("Download the original"))
+    wait.until(lambda _: (downloads / "expense-policy.pdf").is_file())
+    original = ROOT / "samples" / "public" / "expense-policy.pdf"
+    assert (downloads / "expense-policy.pdf").read_bytes() == original.read_bytes()
+    assert sources

@@ -160,7 +160,9 @@ def show_health(assistant: Assistant, user: User | None = None) -> None:
             st.warning(f"{part} is not available. Tell an administrator.", icon=":material/error:")
 
 
-def show_sources(sources: list[Source]) -> None:
+def show_sources(sources: list[Source], assistant: Assistant, user: User, key: str) -> None:
+    """The passages an answer came from, each openable at its place in the original and downloadable; `key` tells
+    this list's widgets from other answers'."""
     if not sources:
         st.caption("No document you may read matched this question.")
         return
@@ -173,11 +175,52 @@ def show_sources(sources: list[Source]) -> None:
             st.caption(
                 " · ".join(md(part) for part in (document, source.path) if part) + f" · relevance {source.score:.2f}"
             )
-            if (table := source.grid()) is not None:
-                show_table(*table)
-            else:
-                # A passage is quoted as written: never rendered as Markdown or HTML of the page's own.
-                show_text(source.text)
+            show_passage(source)
+            show_original(source, assistant, user, f"{key}:{number}")
+
+
+def show_passage(source: Source) -> None:
+    if (table := source.grid()) is not None:
+        show_table(*table)
+    else:
+        # A passage is quoted as written: never rendered as Markdown or HTML of the page's own.
+        show_text(source.text)
+
+
+def show_original(source: Source, assistant: Assistant, user: User, key: str) -> None:
+    """The page the passage is on, marked (a PDF), or the passage in its section; and the file itself. Both go
+    through the Assistant, which checks again that the user may read the document and records the opening."""
+    on_page = source.page is not None and Path(source.path).suffix.lower() == ".pdf"
+    shown = f"open:{key}"
+    open_column, download_column = st.columns(2)
+    if open_column.button("Show the page" if on_page else "Show in its section", key=f"{shown}:button"):
+        if shown in st.session_state:
+            del st.session_state[shown]
+        else:
+            # Fetched once, when asked for, and kept with the answer: one opening, one audit record.
+            with failures_shown(stop=False):
+                st.session_state[shown] = (
+                    assistant.page_image(source.doc_id, source.page, user, chunk=source.chunk)
+                    if on_page
+                    else assistant.passage_in_context(source.doc_id, source.chunk, user)
+                )
+    # Read when clicked, not when drawn: every download is a real one, and is recorded as such.
+    download_column.download_button(
+        "Download the original",
+        data=lambda: assistant.original(source.doc_id, user).data,
+        file_name=Path(source.path).name,
+        key=f"{key}:download",
+        on_click="ignore",
+    )
+    opened = st.session_state.get(shown)
+    if isinstance(opened, bytes):
+        # An image the portal drew from the page: nothing of the PDF itself reaches the browser.
+        st.image(opened)
+    elif opened:
+        for passage in opened:
+            if passage.chunk == source.chunk:
+                st.caption("The cited passage:")
+            show_passage(passage)
 
 
 def show_table(header: list[str], rows: list[list[str]]) -> None:

@@ -58,7 +58,7 @@ def show_answer_details(assistant: Assistant, user: User, turn: ChatTurn) -> Non
     if turn.answer.search_question:
         # The model's words, like the answer's: shown as characters.
         st.caption(f"Searched as: {md(turn.answer.search_question)}")
-    show_sources(turn.answer.sources)
+    show_sources(turn.answer.sources, assistant, user, key=turn.id)
     model = turn.answer.model + (f" + {turn.answer.adapter}" if turn.answer.adapter else "")
     st.caption(f"{md(model)} · {turn.answer.timings.get('total_ms', 0) / 1000:.1f} s")
     show_feedback(assistant, user, turn)

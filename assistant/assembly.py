@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 from assistant.audit import AuditLog
+from assistant.conversations import ConversationStore
 from assistant.service import Assistant
 from assistant.settings import Settings
 from retrieval import ChunkStore, Ingestor
@@ -44,7 +45,16 @@ def build_assistant(settings: Settings | None = None, *, embedder: LocalEmbeddin
         store, embedder, sparse, _reranker(settings.reranker), settings.rerank_candidates, settings.rerank_weight
     )
     audit = AuditLog(settings.audit_log, texts=settings.audit_text)
-    return Assistant(settings, embedder=embedder, store=store, ingestor=ingestor, searcher=searcher, audit=audit)
+    conversations = ConversationStore(settings.conversations_dir, settings.conversation_retention_days)
+    return Assistant(
+        settings,
+        embedder=embedder,
+        store=store,
+        ingestor=ingestor,
+        searcher=searcher,
+        audit=audit,
+        conversations=conversations,
+    )
 
 
 def shared_embedder(settings: Settings) -> LocalEmbedding:

@@ -4,6 +4,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Self
 
@@ -12,6 +13,7 @@ from qdrant_client.http.exceptions import ApiException
 
 from assistant import extractive, follow_ups, policy, runs
 from assistant.audit import AuditLog
+from assistant.conversations import TITLE_CHARS, Conversation, ConversationStore, StoredTurn
 from assistant.errors import InvalidRequest, NotFound, NotPermitted
 from assistant.originals import Original, OriginalMissing, read_original, render_page
 from assistant.policy import AdapterNotPermitted
@@ -52,6 +54,7 @@ class Assistant:
         ingestor: Ingestor,
         searcher: Searcher,
         audit: AuditLog,
+        conversations: ConversationStore,
     ):
         self.settings = settings
         self.embedder = embedder  # may be shared (tests, one portal process with several stores)
@@ -59,6 +62,7 @@ class Assistant:
         self.ingestor = ingestor
         self.searcher = searcher
         self.audit = audit
+        self._conversations = conversations
         # Built on first use: loading a model takes seconds to minutes, and a command that only ingests needs none.
         self._generator: Generator | None = None
         self._generator_lock = threading.Lock()
@@ -238,6 +242,48 @@ class Assistant:
             "open", user.id, **_display_name(user), groups=list(user.groups), **_document(record), chunk=chunk
         )
         return context
+
+    def conversations(self, user: User) -> list[Conversation]:
+        """The user's own conversations, the most recent first, without their turns (`conversation` has those)."""
+        return [replace(c, turns=[]) for c in self._conversations.list(user.id)]
+
+    def conversation(self, user: User, conversation_id: str) -> Conversation:
+        found = self._conversations.get(user.id, conversation_id)
+        if found is None:
+            raise NotFound("no such conversation among yours: it may have been deleted, or kept past its retention")
+        return self._readable_turns(user, found)
+
+    def keep_turn(self, user: User, conversation_id: str | None, question: str, answer: Answer) -> Conversation:
+        """Adds a question and its answer to the user's conversation, or starts one (None); returns it."""
+        try:
+            return self._conversations.add_turn(user.id, conversation_id, StoredTurn(question, answer.to_dict()))
+        except KeyError as error:
+            raise NotFound("no such conversation among yours: start a new one") from error
+
+    def rename_conversation(self, user: User, conversation_id: str, title: str) -> Conversation:
+        title = " ".join(title.split())
+        if not title or len(title) > TITLE_CHARS:
+            raise InvalidRequest(f"a conversation's title has 1 to {TITLE_CHARS} characters")
+        try:
+            return self._conversations.rename(user.id, conversation_id, title)
+        except KeyError as error:
+            raise NotFound("no such conversation among yours") from error
+
+    def delete_conversation(self, user: User, conversation_id: str) -> None:
+        if not self._conversations.delete(user.id, conversation_id):
+            raise NotFound("no such conversation among yours: it may have been deleted already")
+
+    def _readable_turns(self, user: User, conversation: Conversation) -> Conversation:
+        """The conversation as the user may see it now: an answer that drew on a document they can no longer read
+        (their groups changed, or it was deleted) is withheld, sources and all."""
+        readable: dict[str, bool] = {}
+        for turn in conversation.turns:
+            doc_ids = {source["doc_id"] for source in turn.answer.get("sources", [])}
+            for doc_id in doc_ids - readable.keys():
+                readable[doc_id] = self.store.readable_document(doc_id, user.groups) is not None
+            if not all(readable[doc_id] for doc_id in doc_ids):
+                turn.answer = {**WITHHELD, "model": turn.answer.get("model", "")}
+        return conversation
 
     def _openable(self, doc_id: str, user: User) -> DocumentRecord:
         """A document the user may read and whose original may be shown; NotFound alike for one that does not
@@ -595,6 +641,14 @@ def _adapter_label(adapter: str | None) -> str | None:
         return None
     path = Path(adapter)
     return path.parent.name if path.name == ADAPTER_DIR and path.parent.name else path.name
+
+
+# What a kept answer becomes when a document it drew on is no longer the user's to read.
+WITHHELD = {
+    "answer": "This answer is no longer shown: it drew on a document you may no longer read, or that was removed.",
+    "sources": [],
+    "timings": {},
+}
 
 
 def _document(record: DocumentRecord) -> dict:

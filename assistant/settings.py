@@ -33,6 +33,9 @@ class Settings(InstallationSettings, GeneratorSettings):
     # policy forbids keeping what staff typed; who asked, when, and which passages they were shown are kept either way.
     audit_text: Literal["text", "hash"] = "text"
     runs_dir: Path | None = None  # fine-tuning runs: each subdirectory is one run's output_dir
+    # Each user's portal conversations (default under data_dir), and how long one is kept after its last question.
+    conversations_dir: Path | None = None
+    conversation_retention_days: int = Field(default=90, ge=1)
 
     # Loopback by default: the portal is reached through the organisation's reverse proxy (TLS), not directly.
     portal_address: str = "127.0.0.1"
@@ -129,3 +132,5 @@ class Settings(InstallationSettings, GeneratorSettings):
             self.audit_log = self.data_dir / "audit.jsonl"
         if self.runs_dir is None:
             self.runs_dir = self.data_dir / "runs"
+        if self.conversations_dir is None:
+            self.conversations_dir = self.data_dir / "conversations"

@@ -85,6 +85,18 @@ class Answer:
             answer["search_question"] = self.search_question
         return answer
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Answer":
+        """An answer as `to_dict` wrote it (a kept conversation's)."""
+        return cls(
+            text=data["answer"],
+            sources=[Source(**source) for source in data.get("sources", [])],
+            model=data.get("model", ""),
+            timings=data.get("timings", {}),
+            adapter=data.get("adapter"),
+            search_question=data.get("search_question"),
+        )
+
 
 @dataclass(frozen=True)
 class UploadResult:

@@ -9,6 +9,7 @@ import json
 import math
 import re
 import shutil
+import stat
 from datetime import date
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def test_signed_in_user_gets_an_answer_with_its_sources_and_can_rate_it(data):
     [entry] = AuditLog(data / "audit.jsonl").read(events=["feedback"])
     assert (entry["user"], entry["rating"], entry["comment"], entry["question"]) == ("ana", 1, "spot on", LEAVE)
 
-    button(at, "Clear conversation").click().run()
+    button(at, "New conversation").click().run()
     assert not at.chat_message
 
 
@@ -168,6 +169,33 @@ def test_a_source_opens_at_its_page_or_in_its_section_and_each_opening_is_record
         ("ana", "expense-policy.pdf"),
     ]
     assert at.expander[pdf].get("image"), "still open"
+
+
+def test_conversations_are_kept_listed_resumed_renamed_and_deleted_and_nobody_else_sees_them(data):
+    at = ask(sign_in("ana"), LEAVE)
+    at = ask(at, "And part-time employees?")
+    listed = [b for b in at.sidebar.button if plain(b.label) == LEAVE]
+    assert len(listed) == 1, "one conversation, titled by its first question"
+
+    # A new session (a reload signs in again): the conversation is still there, and resumes with both turns.
+    at = sign_in("ana")
+    assert not at.chat_message
+    next(b for b in at.sidebar.button if plain(b.label) == LEAVE).click().run()
+    assert "27 days of paid annual leave" in answer(at, 0) and len(at.chat_message) == 4
+    at.sidebar.text_input(key=next(t.key for t in at.sidebar.text_input if t.label == "Title")).input("Leave").run()
+    assert any(plain(b.label) == "Leave" for b in at.sidebar.button)
+    at = ask(at, "From which day of sick leave do I need a doctor's note?")  # added to the resumed conversation
+    assert len([b for b in at.sidebar.button if plain(b.label) in (LEAVE, "Leave")]) == 1
+
+    other = sign_in("hal")
+    assert not any(plain(b.label) in (LEAVE, "Leave") for b in other.sidebar.button), "hal never sees ana's"
+
+    at = sign_in("ana")
+    next(b for b in at.sidebar.button if plain(b.label) == "Leave").click().run()
+    button(at, "Delete this conversation").click().run()
+    assert not at.chat_message and not any(plain(b.label) == "Leave" for b in at.sidebar.button)
+    folders = list((data / "conversations").iterdir())
+    assert all(stat.S_IMODE(folder.stat().st_mode) == 0o700 for folder in folders)
 
 
 def test_staff_never_see_an_hr_document_in_answers_sources_or_the_list(data):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from assistant import Answer, Assistant, Turn, User
+from assistant.conversations import TITLE_CHARS
 from assistant.service import MAX_COMMENT_CHARS, MAX_QUESTION_CHARS
 from ui.components import assistant_or_stop, failures_shown, require_user, show_sources
 from ui.safe_text import md, show_text, stream_text
@@ -23,7 +24,48 @@ class ChatTurn:
 
 def history(user: User) -> list[ChatTurn]:
     # Keyed by user: if someone else signs in at this browser, they never see the previous conversation.
-    return st.session_state.setdefault(f"chat:{user.name}", [])
+    return st.session_state.setdefault(f"chat:{user.id}", [])
+
+
+def current_key(user: User) -> str:
+    """The session key of the id of the kept conversation on screen (None: a new one, not kept yet)."""
+    return f"conversation:{user.id}"
+
+
+def show(assistant: Assistant, user: User, conversation_id: str | None) -> None:
+    """Puts a kept conversation (or a new, empty one) on screen."""
+    turns = history(user)
+    turns.clear()
+    if conversation_id is not None:
+        kept = assistant.conversation(user, conversation_id)
+        turns += [ChatTurn(t.question, Answer.from_dict(t.answer), t.id, feedback_sent=True) for t in kept.turns]
+    st.session_state[current_key(user)] = conversation_id
+
+
+def show_conversations(assistant: Assistant, user: User) -> None:
+    """The user's kept conversations, in the sidebar: resume, rename or delete one, or start a new one."""
+    current = st.session_state.get(current_key(user))
+    st.caption("Conversations")
+    if st.button("New conversation", icon=":material/add:", key="conversation:new"):
+        show(assistant, user, None)
+        st.rerun()
+    for conversation in assistant.conversations(user):
+        # A title is what the user typed (or their first question): a label would render it as Markdown.
+        label = md(conversation.title)
+        kind = "primary" if conversation.id == current else "tertiary"
+        if st.button(label, key=f"conversation:{conversation.id}", type=kind, width="stretch"):
+            show(assistant, user, conversation.id)
+            st.rerun()
+        if conversation.id != current:
+            continue
+        title = st.text_input("Title", value=conversation.title, max_chars=TITLE_CHARS, key=f"title:{current}")
+        if title != conversation.title:
+            assistant.rename_conversation(user, current, title)
+            st.rerun()
+        if st.button("Delete this conversation", icon=":material/delete:", key=f"delete:{current}"):
+            assistant.delete_conversation(user, current)
+            show(assistant, user, None)
+            st.rerun()
 
 
 def show_feedback(assistant: Assistant, user: User, turn: ChatTurn) -> None:
@@ -85,12 +127,11 @@ def ask(assistant: Assistant, user: User, question: str, earlier: list[ChatTurn]
 user = require_user()
 assistant = assistant_or_stop()
 turns = history(user)
+with st.sidebar, failures_shown(stop=False):
+    show_conversations(assistant, user)
 
 st.title("Ask the documents")
 st.caption("Answers come only from the documents you may read, and each one lists the passages it used.")
-if turns and st.button("Clear conversation", icon=":material/delete_sweep:"):
-    turns.clear()
-    st.rerun()
 
 for turn in turns:
     show_turn(assistant, user, turn)
@@ -103,3 +144,11 @@ if question := st.chat_input("Ask a question about your documents", max_chars=MA
         if turn is not None:
             turns.append(turn)
             show_answer_details(assistant, user, turn)
+    if turn is not None:
+        # Kept on the server, under the user's own id: the conversation outlasts this browser tab.
+        with failures_shown(stop=False):
+            kept = assistant.keep_turn(user, st.session_state.get(current_key(user)), question, turn.answer)
+            new = st.session_state.get(current_key(user)) is None
+            st.session_state[current_key(user)] = kept.id
+            if new:
+                st.rerun()  # the sidebar lists the conversation it has just started

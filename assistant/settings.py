@@ -40,6 +40,8 @@ class Settings(InstallationSettings, GeneratorSettings):
     # Loopback by default: the portal is reached through the organisation's reverse proxy (TLS), not directly.
     portal_address: str = "127.0.0.1"
     portal_port: int = Field(default=8501, ge=1, le=65535)
+    # A local account's portal session survives a reload for this long after its last use (ui/sessions.py).
+    portal_session_idle_minutes: int = Field(default=480, ge=1)
     upload_max_mb: int = Field(default=50, ge=1)
     # What one user's upload folder may hold in all: without a bound, one account could fill the disk that the store
     # and the audit log share, and a full disk stops every question (nothing is answered unrecorded).

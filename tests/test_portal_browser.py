@@ -232,3 +232,29 @@ def test_a_source_opens_at_its_marked_page_and_downloads_as_the_original_file(po
     original = ROOT / "samples" / "public" / "expense-policy.pdf"
     assert (downloads / "expense-policy.pdf").read_bytes() == original.read_bytes()
     assert sources
+
+
+def test_a_reload_keeps_the_session_and_the_conversation_until_sign_out(portal, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 60)
+    question = "How many days of annual leave do employees get?"
+    _sign_in_and_ask(browser, portal, question)
+    sidebar = (By.CSS_SELECTOR, "[data-testid='stSidebar']")
+    wait.until(lambda _: question in browser.find_element(*sidebar).text)  # kept, and listed
+
+    browser.refresh()
+    chat = (By.CSS_SELECTOR, "[data-testid='stChatInputTextArea']")
+    wait.until(ready.element_to_be_clickable(chat))  # no sign-in form: the session resumed
+    wait.until(lambda _: question in browser.find_element(*sidebar).text)
+    assert "Signed in as" in browser.find_element(*sidebar).text
+
+    sign_out = browser.find_element(By.XPATH, "//button[.//p[text()='Sign out']]")
+    browser.execute_script("arguments[0].click();", sign_out)
+    password = (By.CSS_SELECTOR, "input[type='password']")
+    wait.until(ready.presence_of_element_located(password))
+    browser.refresh()
+    wait.until(ready.presence_of_element_located(password))  # signed out stays signed out
+    assert not browser.find_elements(*chat)

@@ -22,6 +22,7 @@ if user is None:
     st.navigation([st.Page(auth.sign_in_page, title="Sign in", url_path="sign-in")], position="hidden").run()
     st.stop()
 
+auth.hand_over_cookie(settings)
 assistant = assistant_or_stop()
 
 pages = {

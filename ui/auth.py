@@ -15,6 +15,8 @@ The identity token must carry a `groups` claim (a list of group names): those ar
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import streamlit as st
 
 from assistant import Settings, User
@@ -22,11 +24,51 @@ from assistant.users import user_from_claims
 from ui.accounts import current_users
 from ui.components import USER_KEY, failures_shown, get_settings
 from ui.safe_text import md
+from ui.sessions import CLEAR_COOKIE_SCRIPT, COOKIE, SessionStore, set_cookie_script
 from ui.throttle import Throttle, wait_message
 
 WRONG = "Wrong name or password."
 NOTICE_KEY = "sign-in:notice"  # why this session was signed out, shown once on the sign-in page
 REMOVED = "You were signed out: your account no longer exists. Ask an administrator if this is a mistake."
+REGROUPED = "Your groups have changed since you signed in: sign in again."
+TOKEN_KEY = "session:token"  # this session's token, to revoke at sign-out
+SET_COOKIE_KEY = "session:set-cookie"  # a token to hand the browser on the next run (a rerun would drop it now)
+CLEAR_COOKIE_KEY = "session:clear-cookie"
+
+
+@st.cache_resource(show_spinner=False)
+def session_store(path: str, idle_minutes: int) -> SessionStore:
+    return SessionStore(path, timedelta(minutes=idle_minutes))
+
+
+def _sessions(settings: Settings) -> SessionStore:
+    return session_store(str(settings.data_dir / "portal_sessions.json"), settings.portal_session_idle_minutes)
+
+
+def _cookie() -> str | None:
+    try:
+        value = st.context.cookies.get(COOKIE)
+    except Exception:  # noqa: BLE001 - no browser behind the session (as under AppTest): no cookie
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def _resumed(settings: Settings) -> User | None:
+    """The account a reload's cookie names, where its session is live and the account unchanged; else None."""
+    token = _cookie()
+    if not token:
+        return None
+    store = _sessions(settings)
+    found = store.resume(token)
+    current = current_users(settings.users_file).get(found[0]) if found else None
+    if current is None or current.groups != found[1]:
+        store.revoke(token)
+        st.session_state[CLEAR_COOKIE_KEY] = True
+        if current is not None:
+            st.session_state[NOTICE_KEY] = REGROUPED
+        return None
+    st.session_state[USER_KEY], st.session_state[TOKEN_KEY] = current, token
+    return current
 
 
 def signed_in_user(settings: Settings) -> User | None:
@@ -41,11 +83,11 @@ def signed_in_user(settings: Settings) -> User | None:
         return st.session_state[USER_KEY]
     user = st.session_state.get(USER_KEY)
     if user is None:
-        return None
+        return _resumed(settings)
     current = current_users(settings.users_file).get(user.name)
     if current is None:
         # Everything of the session goes, as at sign-out: what it showed was shown to an account that is gone.
-        st.session_state.clear()
+        _end(settings)
         st.session_state[NOTICE_KEY] = REMOVED
         return None
     if current != user:
@@ -61,6 +103,8 @@ def _oidc_user() -> User:
 
 def sign_in_page() -> None:
     settings = get_settings()
+    if st.session_state.pop(CLEAR_COOKIE_KEY, False):
+        st.html(CLEAR_COOKIE_SCRIPT, unsafe_allow_javascript=True)  # the project's own script, nothing of a user's
     st.title("Sign in")
     if settings.auth == "oidc":
         _oidc_sign_in()
@@ -129,8 +173,25 @@ def _attempt(store, name: str, password: str) -> None:
         st.error(WRONG)  # the same words whether the name or the password was wrong
         return
     throttle.succeeded(reset=[name_key], release=[client_key])
-    st.session_state[USER_KEY] = user
+    token = _sessions(get_settings()).create(user)
+    st.session_state[USER_KEY], st.session_state[TOKEN_KEY], st.session_state[SET_COOKIE_KEY] = user, token, token
     st.rerun()
+
+
+def hand_over_cookie(settings: Settings) -> None:
+    """After a sign-in, once: the browser keeps the session's token, so that a reload resumes the session."""
+    if token := st.session_state.pop(SET_COOKIE_KEY, None):
+        script = set_cookie_script(token, settings.portal_session_idle_minutes * 60)
+        st.html(script, unsafe_allow_javascript=True)  # the project's own script and a url-safe token
+
+
+def _end(settings: Settings) -> None:
+    """Ends this browser's session: the server forgets its token, the page forgets everything, the browser its
+    cookie (on the sign-in page that comes next)."""
+    if token := st.session_state.get(TOKEN_KEY):
+        _sessions(settings).revoke(token)
+    st.session_state.clear()
+    st.session_state[CLEAR_COOKIE_KEY] = True
 
 
 def _oidc_sign_in() -> None:
@@ -146,8 +207,9 @@ def _oidc_sign_in() -> None:
 
 
 def sign_out(settings: Settings) -> None:
-    # Everything of the session goes, the conversation included: the next person at this browser starts clean.
-    st.session_state.clear()
+    # Everything of the session goes, the conversation on screen included: the next person at this browser starts
+    # clean (kept conversations stay on the server, for their owner).
+    _end(settings)
     if settings.auth == "oidc":
         st.logout()
     st.rerun()

@@ -111,13 +111,13 @@ def test_every_route_but_health_and_the_openapi_document_needs_valid_credentials
     document = api.get("/openapi.json")
     assert document.status_code == 200
     operations = [(method, path) for path, item in document.json()["paths"].items() for method in item]
-    assert len(operations) == 10
+    assert len(operations) == 12
     public = {("get", "/healthz"), ("get", "/readyz")}
     wrong_key = "asst_" + "A" * 43
     for method, path in operations:
         if (method, path) in public:
             continue
-        url = path.replace("{doc_id}", "0" * 32)
+        url = path.replace("{doc_id}", "0" * 32).replace("{page}", "1")
         for headers, invalid_token in (
             ({}, False),
             ({"Authorization": f"Bearer {wrong_key}"}, True),

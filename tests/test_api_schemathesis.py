@@ -25,6 +25,8 @@ OPERATIONS = [
     ("GET", "/v1/documents"),
     ("POST", "/v1/ingest"),
     ("DELETE", "/v1/documents/{doc_id}"),
+    ("GET", "/v1/documents/{doc_id}/original"),
+    ("GET", "/v1/documents/{doc_id}/pages/{page}"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),

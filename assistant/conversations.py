@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from assistant.files import write_private
+
 _ID = re.compile(r"^[0-9a-f]{32}$")
 TITLE_CHARS = 80
 
@@ -114,9 +116,4 @@ class ConversationStore:
         folder = self._folder(owner)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.root, 0o700)
-        file = folder / f"{conversation.id}.json"
-        temporary = file.with_suffix(".tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-            json.dump(asdict(conversation), out, ensure_ascii=False)
-        os.replace(temporary, file)  # a crash mid-write leaves the previous version, never half a file
+        write_private(folder / f"{conversation.id}.json", json.dumps(asdict(conversation), ensure_ascii=False))

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Self
 
+import numpy as np
 from llama_index.core.schema import NodeWithScore
 from qdrant_client.http.exceptions import ApiException
 
@@ -207,7 +208,7 @@ class Assistant:
             original = read_original(Path(record.path))
         except OriginalMissing as error:
             raise _moved(record, error) from error
-        self.audit.record("download", user.id, **_display_name(user), groups=list(user.groups), **_document(record))
+        self._record_opening("download", user, record)
         return original
 
     def page_image(self, doc_id: str, page: int, user: User, chunk: int | None = None) -> bytes:
@@ -216,31 +217,28 @@ class Assistant:
         record = self._openable(doc_id, user)
         if Path(record.path).suffix.lower() != ".pdf":
             raise InvalidRequest("only a PDF has pages to show: open the passage in its section, or download the file")
-        passage = self.store.readable_chunk(doc_id, chunk, user.groups) if chunk is not None else None
+        # The document's access was checked just above: its own chunks need no second check.
+        passage = self.store.get_chunk(chunk_point_id(doc_id, chunk)) if chunk is not None else None
         try:
             image = render_page(Path(record.path), page, passage.text if passage else None)
         except OriginalMissing as error:
             raise _moved(record, error) from error
         except ValueError as error:  # a page the document does not have
             raise InvalidRequest(str(error)) from error
-        self.audit.record(
-            "open", user.id, **_display_name(user), groups=list(user.groups), **_document(record), page=page
-        )
+        self._record_opening("open", user, record, page=page)
         return image
 
     def passage_in_context(self, doc_id: str, chunk: int, user: User) -> list[Source]:
         """Passage `chunk` with the passages before and after it in its section; audited as an opening."""
         self.audit.check()
         record = self._openable(doc_id, user)
-        nodes = [self.store.readable_chunk(doc_id, number, user.groups) for number in (chunk - 1, chunk, chunk + 1)]
+        nodes = [self.store.get_chunk(chunk_point_id(doc_id, number)) for number in (chunk - 1, chunk, chunk + 1)]
         found = [_to_source(NodeWithScore(node=node, score=1.0)) for node in nodes if node is not None]
         cited = next((source for source in found if source.chunk == chunk), None)
         if cited is None:
             raise NotFound("no such passage in that document: the sources of an answer name the passages there are")
         context = [source for source in found if source.heading == cited.heading]
-        self.audit.record(
-            "open", user.id, **_display_name(user), groups=list(user.groups), **_document(record), chunk=chunk
-        )
+        self._record_opening("open", user, record, chunk=chunk)
         return context
 
     def conversations(self, user: User) -> list[Conversation]:
@@ -284,6 +282,17 @@ class Assistant:
             if not all(readable[doc_id] for doc_id in doc_ids):
                 turn.answer = {**WITHHELD, "model": turn.answer.get("model", "")}
         return conversation
+
+    def _record_opening(self, event: str, user: User, record: DocumentRecord, **fields) -> None:
+        self.audit.record(
+            event,
+            user.id,
+            **_display_name(user),
+            groups=list(user.groups),
+            doc_id=record.doc_id,
+            path=record.path,
+            **fields,
+        )
 
     def _openable(self, doc_id: str, user: User) -> DocumentRecord:
         """A document the user may read and whose original may be shown; NotFound alike for one that does not
@@ -406,7 +415,10 @@ class Assistant:
     def _something_answers(self, vector: list[float], sources: list[Source]) -> bool:
         """Whether a passage found scores as an answer for the embedder (the cut the extractive answer uses)."""
         passages = self.embedder.embed([source.text for source in sources[:ANSWER_CHECK_PASSAGES]])
-        return any(_dot(vector, passage) >= self.embedder.answer_similarity for passage in passages)
+        if not passages:
+            return False
+        cosines = np.asarray(passages) @ np.asarray(vector)  # unit vectors, as in the extractive answer
+        return float(cosines.max()) >= self.embedder.answer_similarity
 
     def _rewrite(self, question: str, history: tuple[Turn, ...]) -> str | None:
         """The model's standalone version of a follow-up; None without a model, or when its reply is not one."""
@@ -545,10 +557,6 @@ TURN_ANSWER_CHARS = 1000
 ANSWER_CHECK_PASSAGES = 3
 
 
-def _dot(left: list[float], right: list[float]) -> float:
-    return sum(a * b for a, b in zip(left, right, strict=True))  # both unit vectors: their cosine
-
-
 def _brief_turn(turn: Turn) -> Turn:
     answer = turn.answer if len(turn.answer) <= TURN_ANSWER_CHARS else turn.answer[:TURN_ANSWER_CHARS] + " ..."
     return Turn(turn.question, answer)
@@ -649,10 +657,6 @@ WITHHELD = {
     "sources": [],
     "timings": {},
 }
-
-
-def _document(record: DocumentRecord) -> dict:
-    return {"doc_id": record.doc_id, "path": record.path}
 
 
 def _moved(record: DocumentRecord, error: Exception) -> NotFound:

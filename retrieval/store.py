@@ -277,12 +277,6 @@ class ChunkStore:
         points, _ = self.documents.scroll(where, limit=1, offset=None)
         return DocumentRecord.from_payload(points[0][1]) if points else None
 
-    def readable_chunk(self, doc_id: str, chunk: int, reader_groups: Iterable[str]) -> TextNode | None:
-        """Chunk `chunk` of a document this reader may read; None otherwise."""
-        if self.readable_document(doc_id, reader_groups) is None:
-            return None
-        return self.get_chunk(chunk_point_id(doc_id, chunk))
-
     def get_chunk(self, point_id: str) -> TextNode | None:
         found = self.chunks.retrieve([point_id])
         return _to_node(point_id, found[0]) if found else None

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from assistant import User
+from assistant.files import exclusive_lock, write_private
 
 COOKIE = "assistant_session"
 # The record's last use is written at most this often: every run of a page would otherwise rewrite the file.
@@ -37,27 +37,30 @@ class SessionStore:
 
     def create(self, user: User) -> str:
         token = secrets.token_urlsafe(32)
-        sessions = self._live(self._read())
-        sessions[_digest(token)] = {"user": user.name, "groups": list(user.groups), "used": _now()}
-        self._write(sessions)
+        with exclusive_lock(self.path):  # every browser session of the portal (threads) shares the one file
+            sessions = self._live(self._read())
+            sessions[_digest(token)] = {"user": user.name, "groups": list(user.groups), "used": _now()}
+            self._write(sessions)
         return token
 
     def resume(self, token: str) -> tuple[str, tuple[str, ...]] | None:
         """(account name, groups at sign-in) of a live session, marked as used now; None for any other token."""
-        sessions = self._read()
-        live = self._live(sessions)
-        record = live.get(_digest(token))
-        changed = len(live) != len(sessions)
-        if record is not None and datetime.now(UTC) - datetime.fromisoformat(record["used"]) > TOUCH_EVERY:
-            record["used"], changed = _now(), True
-        if changed:
-            self._write(live)
+        with exclusive_lock(self.path):
+            sessions = self._read()
+            live = self._live(sessions)
+            record = live.get(_digest(token))
+            changed = len(live) != len(sessions)
+            if record is not None and datetime.now(UTC) - datetime.fromisoformat(record["used"]) > TOUCH_EVERY:
+                record["used"], changed = _now(), True
+            if changed:
+                self._write(live)
         return (record["user"], tuple(record["groups"])) if record else None
 
     def revoke(self, token: str) -> None:
-        sessions = self._read()
-        if sessions.pop(_digest(token), None) is not None:
-            self._write(sessions)
+        with exclusive_lock(self.path):
+            sessions = self._read()
+            if sessions.pop(_digest(token), None) is not None:
+                self._write(sessions)
 
     def _live(self, sessions: dict) -> dict:
         cutoff = datetime.now(UTC) - self.idle
@@ -72,12 +75,7 @@ class SessionStore:
             return {}  # a damaged file ends every session: everyone signs in again, nobody gets in unasked
 
     def _write(self, sessions: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-            json.dump(sessions, out)
-        os.replace(temporary, self.path)
+        write_private(self.path, json.dumps(sessions))
 
 
 def set_cookie_script(token: str, max_age_s: int) -> str:

@@ -147,8 +147,7 @@ if question := st.chat_input("Ask a question about your documents", max_chars=MA
     if turn is not None:
         # Kept on the server, under the user's own id: the conversation outlasts this browser tab.
         with failures_shown(stop=False):
-            kept = assistant.keep_turn(user, st.session_state.get(current_key(user)), question, turn.answer)
-            new = st.session_state.get(current_key(user)) is None
-            st.session_state[current_key(user)] = kept.id
-            if new:
+            current = st.session_state.get(current_key(user))
+            st.session_state[current_key(user)] = assistant.keep_turn(user, current, question, turn.answer).id
+            if current is None:
                 st.rerun()  # the sidebar lists the conversation it has just started

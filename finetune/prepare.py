@@ -42,6 +42,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from finetune import dataset
+from finetune.curation.pipeline import CurationReport, CurationSettings, curate
 from finetune.lora_model import max_positions
 from finetune.sources import (
     FORMATS,
@@ -66,6 +67,7 @@ from retrieval.settings import RetrievalSettings
 __all__ = ["PrepareError", "PrepareReport", "add_arguments", "prepare", "run"]
 
 SPLITS = dataset.SPLITS
+CURATION_REPORT = "curation.json"  # beside the manifest: what curation removed, with samples and reasons
 EXAMPLE_FORMATS = ("text", "alpaca", "chat")
 PLAIN_HEADERS = {"system": "### System:\n", "user": "### Instruction:\n", "assistant": "### Response:\n"}
 # transformers stores "no limit" as a huge integer (1e30) in model_max_length; anything this big means unknown.
@@ -91,6 +93,7 @@ class PrepareReport:
     skipped: list[Problem] = field(default_factory=list)  # files in folders that are not documents
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    curation: CurationReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -103,14 +106,33 @@ class PrepareReport:
             f"{splits['train']['sequences']} + {splits['eval']['sequences']} sequences of {self.manifest['seq_len']} "
             f"tokens ({splits['train']['scored_tokens'] + splits['eval']['scored_tokens']} scored); "
             f"failed {len(self.failed)}, refused {len(self.refused)}, skipped {len(self.skipped)} "
-            f"({self.seconds:.1f} s)" + (f"; redacted {redacted}" if (redacted := self._redacted()) else "")
+            f"({self.seconds:.1f} s)"
+            + (f"; redacted {redacted}" if (redacted := self._redacted()) else "")
+            + (f"; {curated}" if (curated := self._curated()) else "")
+        )
+
+    def _curated(self) -> str:
+        if self.curation is None or not self.curation.settings.enabled:
+            return ""
+        steps = self.curation.steps
+        removed = {name: step for name, step in steps.items() if step.tokens or step.documents}
+        if not removed:
+            return "curation removed nothing"
+        kept = self.curation.kept_tokens
+        total = kept + sum(step.tokens for step in removed.values())
+        parts = ", ".join(f"{name} {step.tokens}" for name, step in removed.items())
+        return (
+            f"curation removed {total - kept} of {total} tokens ({parts}) and "
+            f"{sum(step.documents for step in removed.values())} whole documents: see {CURATION_REPORT}"
         )
 
     def _redacted(self) -> str:
         return ", ".join(f"{count} {kind}" for kind, count in (self.manifest.get("redacted") or {}).items() if count)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "out": str(self.out)}
+        data = {**asdict(self), "out": str(self.out)}
+        data["curation"] = self.curation.to_dict() if self.curation else None
+        return data
 
 
 # --- the library entry point -----------------------------------------------------------------
@@ -132,6 +154,7 @@ def prepare(
     progress: bool = False,
     redact_pii: bool | None = None,
     pii_region: str | None = None,
+    curation: CurationSettings | None = None,
 ) -> PrepareReport:
     """Build the dataset in `out` from `sources` and/or the store documents `groups` may read.
 
@@ -142,6 +165,9 @@ def prepare(
     phone numbers read as dialled in `pii_region`; None follows the installation's settings (redact_pii, pii_region,
     read as the assistant reads them), since documents are read again from their files, whose text the store may
     hold redacted. A stored document that was redacted when ingested is refused when this run does not redact.
+
+    `curation` (default: every safe step on, finetune/curation) removes duplicates, boilerplate and text that is not
+    prose after redaction (so the report's samples hold no personal data) and before the split.
     """
     started = time.perf_counter()
     model, out = Path(model).expanduser(), Path(out).expanduser()
@@ -169,6 +195,7 @@ def prepare(
     report = PrepareReport(out, {})
     collected = _collect(roots, groups, settings, jsonl_format, report, progress, redacting=redactor is not None)
     redacted = _redact(collected, redactor) if redactor else None
+    report.curation = curate(collected, curation or CurationSettings(), _token_counter(tokenizer))
     split_of = split_documents([d.key for source in collected for d in source.documents], eval_fraction, seed)
     if len(split_of) == 1:
         report.warnings.append("only one document: all of it is in train, so there is no held-out evaluation")
@@ -176,6 +203,8 @@ def prepare(
     packed, counts = _encode(collected, split_of, _order(list(split_of), seed), Encoder(tokenizer), seq_len, report)
     if packed["train"].scored_tokens == 0:
         raise PrepareError(f"empty dataset: {_why_empty(report)}; nothing was written to {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CURATION_REPORT).write_text(json.dumps(report.curation.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
     manifest = {
         "seq_len": seq_len,
@@ -189,6 +218,12 @@ def prepare(
         "seed": seed,
         "jsonl_format": jsonl_format,  # "format" is the dataset layout version (dataset.py)
         "redacted": redacted,  # personal data replaced, by kind; None: redaction was off
+        "curation": {
+            "settings": report.curation.settings.model_dump(mode="json"),
+            "removed": report.curation.counts(),
+            "kept": {"documents": report.curation.kept_documents, "tokens": report.curation.kept_tokens},
+            "report": CURATION_REPORT,
+        },
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     report.manifest = dataset.write_dataset(out, packed, manifest)
@@ -343,6 +378,8 @@ def _collect(
 
 def _why_empty(report: PrepareReport) -> str:
     problems = report.failed + report.refused
+    if report.curation and report.curation.kept_tokens == 0 and any(s.tokens for s in report.curation.steps.values()):
+        return "curation removed every text (see the counts with --json): loosen its settings or run with --no-curation"
     if not problems:
         return "the sources hold no text to learn from"
     shown = "; ".join(f"{p.path}: {p.reason}" for p in problems[:5])
@@ -366,6 +403,18 @@ def _redact(collected: list[Source], redactor: Redactor) -> dict[str, int]:
                 for example in document.examples
             ]
     return dict(sorted(counts.items()))
+
+
+def _token_counter(tokenizer):
+    """Tokens of plain texts, as curation reports what it removed: in the unit training is measured in."""
+
+    def count(texts: list[str]) -> int:
+        texts = [text for text in texts if text]
+        if not texts:
+            return 0
+        return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+
+    return count
 
 
 # --- the split -------------------------------------------------------------------------------
@@ -613,8 +662,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the country whose phone numbers are written without +country (default: the installation's pii_region)",
     )
+    curation = parser.add_argument_group("curation (finetune/curation; the report is written to OUT/curation.json)")
+    curation.add_argument(
+        "--no-curation",
+        dest="curation",
+        action="store_false",
+        help="keep every text as read: no deduplication, boilerplate or quality filtering",
+    )
+    defaults = CurationSettings()
+    curation.add_argument(
+        "--near-duplicate-threshold",
+        type=float,
+        default=defaults.near_duplicate_threshold,
+        help=f"estimated Jaccard similarity of word 5-grams at which two documents are copies "
+        f"(default {defaults.near_duplicate_threshold})",
+    )
+    curation.add_argument(
+        "--boilerplate-documents",
+        type=int,
+        default=defaults.boilerplate_documents,
+        help=f"a line on this many documents is boilerplate (default {defaults.boilerplate_documents})",
+    )
+    curation.add_argument(
+        "--min-words",
+        type=int,
+        default=defaults.min_words,
+        help=f"documents with fewer words of prose after cleaning are left out (default {defaults.min_words})",
+    )
+    curation.add_argument(
+        "--language",
+        action="append",
+        default=[],
+        help="keep only documents in this language (ISO 639-1 code such as en; repeat); default: every language",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 if any source failed or was refused")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+CURATION_FLAGS = {
+    "near_duplicate_threshold": "--near-duplicate-threshold",
+    "boilerplate_documents": "--boilerplate-documents",
+    "min_words": "--min-words",
+    "languages": "--language",
+}
+
+
+def _curation_problem(error: ValidationError) -> str:
+    return "; ".join(
+        f"{CURATION_FLAGS.get(str(problem['loc'][0]), problem['loc'][0])} {problem['input']!r}: {problem['msg']}"
+        for problem in error.errors()
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -636,7 +733,17 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.json,
             redact_pii=args.redact_pii,
             pii_region=args.pii_region,
+            curation=CurationSettings(
+                enabled=args.curation,
+                near_duplicate_threshold=args.near_duplicate_threshold,
+                boilerplate_documents=args.boilerplate_documents,
+                min_words=args.min_words,
+                languages=tuple(args.language),
+            ),
         )
+    except ValidationError as error:
+        print(f"finetune prepare: {_curation_problem(error)}", file=sys.stderr)
+        return 2
     except PrepareError as error:
         print(f"finetune prepare: {error}", file=sys.stderr)
         return 2

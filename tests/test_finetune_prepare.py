@@ -12,9 +12,12 @@ from conftest import SAMPLES
 from tiny_models import write_tokenizer
 
 from finetune import dataset
+from finetune.curation.pipeline import CurationSettings
 from finetune.prepare import PrepareError, add_arguments, prepare, run
 
 SEQ_LEN = 64
+# For the tests of reading, splitting and access, whose few short, repeated texts curation would rightly remove.
+RAW = CurationSettings(enabled=False)
 MAX_POSITIONS = 256
 FOLDER_GROUPS = {"public": "staff", "security": "security", "hr": "hr"}
 CHAT_TEMPLATE = (
@@ -135,7 +138,7 @@ def test_headings_are_written_once_as_markdown(model_dir, tmp_path, tokenizer):
     doc.parent.mkdir()
     doc.write_text("# Leave\n\n## Annual\n\nTwenty seven days.\n\n## Sick\n\nTell your manager.\n")
 
-    prepare(model_dir, tmp_path / "out", [doc.parent], seq_len=SEQ_LEN)
+    prepare(model_dir, tmp_path / "out", [doc.parent], seq_len=SEQ_LEN, curation=RAW)
 
     text = tokenizer.decode(dataset.load_split(tmp_path / "out", "train").input_ids.flatten().tolist())
     assert "# Leave\n\n## Annual\n\nTwenty seven days.\n\n## Sick\n\nTell your manager." in text
@@ -216,7 +219,7 @@ def test_lines_sharing_a_doc_field_stay_in_one_split(model_dir, tmp_path):
 def test_a_format_that_does_not_match_a_line_names_the_line(model_dir, tmp_path):
     source = write_jsonl(tmp_path / "mixed.jsonl", [EXAMPLES[1], EXAMPLES[0], EXAMPLES[1]])
 
-    report = prepare(model_dir, tmp_path / "out", [source], seq_len=SEQ_LEN, jsonl_format="alpaca")
+    report = prepare(model_dir, tmp_path / "out", [source], seq_len=SEQ_LEN, jsonl_format="alpaca", curation=RAW)
 
     assert [p.reason for p in report.failed] == ['line 2: "instruction" must be a non-empty string']
     assert report.manifest["counts"]["examples"]["train"] + report.manifest["counts"]["examples"]["eval"] == 2
@@ -289,7 +292,9 @@ def test_several_groups_get_only_what_every_one_of_them_may_read(make_assistant,
             (docs / name).write_text(f"# {name}\n\nThis page is stored for {groups or 'administrators'}.\n" * 20)
             assert assistant.ingest([docs / name], groups=groups).ok
 
-    report = prepare(model_dir, tmp_path / "out", [docs], groups=["hr", "staff"], store=store, seq_len=SEQ_LEN)
+    report = prepare(
+        model_dir, tmp_path / "out", [docs], groups=["hr", "staff"], store=store, seq_len=SEQ_LEN, curation=RAW
+    )
 
     # The adapter will answer members of hr and of staff: each must be allowed to read all it learns.
     assert [Path(source["path"]).name for source in report.manifest["sources"]] == ["shared.md"]
@@ -301,9 +306,9 @@ def test_several_groups_get_only_what_every_one_of_them_may_read(make_assistant,
         "secret.md": "not readable by hr, staff (stored for admins only)",
     }
     # Admins read everything, so naming admin narrows nothing; and files no store vouched for serve admins only.
-    everything = prepare(model_dir, tmp_path / "admin", groups=["admin"], store=store, seq_len=SEQ_LEN)
+    everything = prepare(model_dir, tmp_path / "admin", groups=["admin"], store=store, seq_len=SEQ_LEN, curation=RAW)
     assert len(everything.manifest["sources"]) == 4 and everything.manifest["serves"] == ["admin"]
-    unvouched = prepare(model_dir, tmp_path / "files", [docs], seq_len=SEQ_LEN)
+    unvouched = prepare(model_dir, tmp_path / "files", [docs], seq_len=SEQ_LEN, curation=RAW)
     assert unvouched.manifest["serves"] == ["admin"]
 
 
@@ -432,7 +437,7 @@ def test_a_link_out_of_a_source_folder_is_not_followed(model_dir, tmp_path):
     (outside / "salaries.md").write_text("# Salaries\n\nBand ZEBRA-7731 pays 91,400 a year.\n" * 5)
     (folder / "salaries.md").symlink_to(outside / "salaries.md")
 
-    report = prepare(model_dir, tmp_path / "out", [folder], seq_len=SEQ_LEN)
+    report = prepare(model_dir, tmp_path / "out", [folder], seq_len=SEQ_LEN, curation=RAW)
 
     assert [Path(source["path"]).name for source in report.manifest["sources"]] == ["handbook.md"]
     (skipped,) = report.skipped

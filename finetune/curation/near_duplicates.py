@@ -23,10 +23,12 @@ def signature(text: str, shingle: int) -> MinHash:
     return minhash
 
 
-def clusters(texts: Sequence[str], threshold: float, shingle: int = 5) -> tuple[list[list[int]], list[MinHash]]:
+def clusters(
+    texts: Sequence[str], threshold: float, signatures: list[MinHash] | None = None, shingle: int = 5
+) -> tuple[list[list[int]], list[MinHash]]:
     """Groups of two or more texts whose estimated Jaccard similarity reaches `threshold`, linked transitively, and
-    every text's signature (for the caller to say how alike two members are); the caller decides who stays."""
-    signatures = [signature(text, shingle) for text in texts]
+    every text's signature (to say how alike two members are, or to cluster again at another threshold)."""
+    signatures = signatures or [signature(text, shingle) for text in texts]
     lsh = MinHashLSH(threshold=threshold, num_perm=PERMUTATIONS)
     parent = list(range(len(texts)))
 

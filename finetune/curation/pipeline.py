@@ -44,10 +44,15 @@ class CurationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
-    near_duplicate_threshold: float = Field(default=0.8, gt=0, le=1)  # estimated Jaccard of word 5-grams
+    # Estimated Jaccard similarity of word 5-grams. Bounded where LSH with 128 permutations still has two bands: above
+    # 0.98 a copy is an exact one, which the exact step finds.
+    near_duplicate_threshold: float = Field(default=0.8, ge=0.05, le=0.98)
     # A line (at least boilerplate_words long) on this many documents or more is boilerplate: footers, disclaimers,
     # navigation. Counted after near-copies are gone, so versions of one document do not vote for their own text.
     boilerplate_documents: int = Field(default=3, ge=2)
+    # Documents this alike (but not copies) are one family when lines are counted: the versions of a short page share
+    # most of their lines, and must not vote them boilerplate.
+    family_threshold: float = Field(default=0.5, ge=0.05, le=0.98)
     boilerplate_words: int = Field(default=3, ge=1)
     # The same line this many times inside one document (numbers masked): a running header the loader kept.
     repeats_in_document: int = Field(default=5, ge=2)
@@ -152,6 +157,7 @@ def curate(sources: list[Source], settings: CurationSettings, count_tokens: Toke
 class _Run:
     def __init__(self, report: CurationReport, settings: CurationSettings, count_tokens: TokenCounter):
         self.report, self.settings, self.count_tokens = report, settings, count_tokens
+        self.family: dict[int, int] = {}  # id(unit) -> its family (documents alike enough to share lines)
 
     def _removed(self, step: str, unit: _Unit, text: str, reason: str, *, document=False, passage=False, lines=0):
         count = self.report.steps[step]
@@ -182,6 +188,11 @@ class _Run:
     def near_duplicates(self, units: list[_Unit]) -> None:
         threshold = self.settings.near_duplicate_threshold
         groups, signatures = near_duplicates.clusters([unit.text for unit in units], threshold)
+        families, _ = near_duplicates.clusters([u.text for u in units], self.settings.family_threshold, signatures)
+        self.family = {id(unit): index for index, unit in enumerate(units)}
+        for family in families:
+            for index in family:
+                self.family[id(units[index])] = family[0]
         for group in groups:
             # The fullest version stays: the others are older or partial copies of it.
             keep = max(group, key=lambda index: (len(words(units[index].text)), -index))
@@ -194,9 +205,12 @@ class _Run:
 
     def boilerplate_lines(self, units: list[_Unit]) -> None:
         settings = self.settings
-        documents_with = Counter()
+        families_with: dict[str, set[int]] = defaultdict(set)
         for unit in units:
-            documents_with.update({_line_key(line) for line in unit.text.splitlines() if _judged(line, settings)})
+            for line in unit.text.splitlines():
+                if _judged(line, settings):
+                    families_with[_line_key(line)].add(self.family.get(id(unit), id(unit)))
+        documents_with = Counter({line: len(families) for line, families in families_with.items()})
         for unit in units:
             inside = Counter(normal_line(line) for line in unit.text.splitlines() if _judged(line, settings))
             kept, removed = [], defaultdict(list)

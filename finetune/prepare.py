@@ -199,9 +199,11 @@ def prepare(
     collected = _collect(roots, groups, settings, jsonl_format, report, progress, redacting=redactor is not None)
     redacted = _redact(collected, redactor) if redactor else None
     report.curation = curate(collected, curation or CurationSettings(), _token_counter(tokenizer))
-    split_of = split_documents([d.key for source in collected for d in source.documents], eval_fraction, seed)
-    if len(split_of) == 1:
-        report.warnings.append("only one document: all of it is in train, so there is no held-out evaluation")
+    split_of = _split(collected, report.curation.families, eval_fraction, seed)
+    if eval_fraction > 0 and split_of and "eval" not in split_of.values():
+        report.warnings.append(
+            "only one document (or versions of one): all of it is in train, so there is no held-out evaluation"
+        )
 
     packed, counts = _encode(collected, split_of, _order(list(split_of), seed), Encoder(tokenizer), seq_len, report)
     if packed["train"].scored_tokens == 0:
@@ -431,6 +433,14 @@ def _token_counter(tokenizer):
 
 
 # --- the split -------------------------------------------------------------------------------
+
+
+def _split(collected: list[Source], families: dict[str, str], eval_fraction: float, seed: int) -> dict[str, str]:
+    """Document key -> split, with the documents of one family (curation's near-copies below the copy threshold:
+    versions of a page) on the same side."""
+    family = {d.key: families.get(d.key, d.key) for source in collected for d in source.documents}
+    by_family = split_documents(list(family.values()), eval_fraction, seed)
+    return {key: by_family[group] for key, group in family.items()}
 
 
 def _order(keys: list[str], seed: int) -> dict[str, str]:

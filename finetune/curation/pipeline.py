@@ -50,7 +50,8 @@ class CurationSettings(BaseModel):
     # A line (at least boilerplate_words long) on this many documents or more is boilerplate: footers, disclaimers,
     # navigation. Counted after near-copies are gone, so versions of one document do not vote for their own text.
     boilerplate_documents: int = Field(default=3, ge=2)
-    # Documents this alike (but not copies) are one family when lines are counted: the versions of a short page share
+    # Documents this alike (but not copies) are one family: they land in the same split, so no near-copy of a held-out
+    # page is trained on, and they count once when lines are counted: the versions of a short page share
     # most of their lines, and must not vote them boilerplate.
     family_threshold: float = Field(default=0.5, ge=0.05, le=0.98)
     boilerplate_words: int = Field(default=3, ge=1)
@@ -83,6 +84,8 @@ class CurationReport:
     kept_documents: int = 0
     kept_tokens: int = 0
     languages: dict[str, int] = field(default_factory=dict)  # documents kept, by the language langid tells
+    # document key -> the key of its family's first document, for documents alike enough to split together
+    families: dict[str, str] = field(default_factory=dict)
 
     def counts(self) -> dict:
         """The manifest's record: how much each step removed."""
@@ -193,6 +196,7 @@ class _Run:
         for family in families:
             for index in family:
                 self.family[id(units[index])] = family[0]
+                self.report.families[units[index].document.key] = units[family[0]].document.key
         for group in groups:
             # The fullest version stays: the others are older or partial copies of it.
             keep = max(group, key=lambda index: (len(words(units[index].text)), -index))

@@ -7,10 +7,10 @@ silently train with a default costs GPU hours.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -63,13 +63,64 @@ class TrainSection(_Section):
     eval_every: int | None = Field(default=None, ge=1)  # held-out loss every N steps; always at the end
 
 
+MAIN = "data"  # how a phase's mix names the main dataset (`data`)
+SHARE_TOLERANCE = 1e-6
+
+
+class PhaseSection(_Section):
+    """A stretch of the run: its share of train.max_steps, the datasets its batches mix and in what order."""
+
+    name: str = Field(min_length=1)
+    share: float = Field(gt=0, le=1)
+    mix: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: {MAIN: 1.0}, min_length=1)
+    # random: a seeded permutation per epoch; loss_*: by the base model's own mean token loss of each sequence.
+    order: Literal["random", "loss_ascending", "loss_descending"] = "random"
+
+
 class TrainConfig(_Section):
     model: ModelSection
-    data: Path  # a dataset directory written by `finetune prepare`
+    data: Path  # a dataset directory written by `finetune prepare`; its eval split gives the held-out loss
+    # More prepared datasets by name, for the phases' mixes and for held-out losses (a replay set shows forgetting).
+    datasets: dict[str, Path] = {}
+    # None: one phase, the main data in random order (the order of runs from before phases existed).
+    phases: list[PhaseSection] | None = Field(default=None, min_length=1)
     output_dir: Path
     lora: LoraSection = LoraSection()
     optim: OptimSection = OptimSection()
     train: TrainSection = TrainSection()
+
+    @field_validator("datasets")
+    @classmethod
+    def _names_are_free(cls, datasets: dict[str, Path]) -> dict[str, Path]:
+        if MAIN in datasets:
+            raise ValueError(f"{MAIN!r} names the main dataset (the `data` key): give this one another name")
+        empty = [name for name in datasets if not name.strip()]
+        if empty:
+            raise ValueError("a dataset needs a non-empty name")
+        return datasets
+
+    @field_validator("phases")
+    @classmethod
+    def _phases_name_known_datasets(cls, phases: list[PhaseSection] | None, info: ValidationInfo):
+        if phases is None:
+            return phases
+        known = [MAIN, *(info.data.get("datasets") or {})]
+        names = [phase.name for phase in phases]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"phase names must differ: {', '.join(twice)} is used twice")
+        for phase in phases:
+            for name in phase.mix:
+                if name not in known:
+                    raise ValueError(
+                        f"phase {phase.name!r} mixes {name!r}, which is neither `{MAIN}` (the main dataset) nor a "
+                        f"name under datasets ({', '.join(known[1:]) or 'none given'}): add it there or fix the name"
+                    )
+        total = sum(phase.share for phase in phases)
+        if abs(total - 1) > SHARE_TOLERANCE:
+            shares = ", ".join(f"{phase.name} {phase.share:g}" for phase in phases)
+            raise ValueError(f"the phases' shares of train.max_steps must sum to 1, not {total:g} ({shares})")
+        return phases
 
     @model_validator(mode="after")
     def _warmup_fits(self):
@@ -78,6 +129,25 @@ class TrainConfig(_Section):
                 f"optim.warmup_steps ({self.optim.warmup_steps}) must be below train.max_steps ({self.train.max_steps})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _phases_fit(self):
+        self.phase_steps()
+        return self
+
+    def phase_steps(self) -> list[tuple[PhaseSection, int]]:
+        """Each phase with its number of steps: its share of train.max_steps rounded, the last one the remainder."""
+        phases = self.phases or [PhaseSection(name="main", share=1.0)]
+        max_steps = self.train.max_steps
+        steps = [round(phase.share * max_steps) for phase in phases[:-1]]
+        steps.append(max_steps - sum(steps))
+        for phase, count in zip(phases, steps, strict=True):
+            if count < 1:
+                raise ValueError(
+                    f"phase {phase.name!r} (share {phase.share:g}) gets {count} of train.max_steps={max_steps} steps: "
+                    "each phase needs at least one; raise train.max_steps or the phase's share"
+                )
+        return list(zip(phases, steps, strict=True))
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
@@ -121,7 +191,9 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
         except yaml.YAMLError as error:
             raise ConfigError(f"{path} is not valid YAML: {error}") from error
         if not isinstance(data, dict):
-            raise ConfigError(f"{path} must be a mapping of sections (model, data, lora, optim, train, output_dir)")
+            raise ConfigError(
+                f"{path} must be a mapping of sections (model, data, datasets, phases, lora, optim, train, output_dir)"
+            )
         base = path.resolve().parent
     data = apply_overrides(data, list(overrides))
     try:
@@ -130,6 +202,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
         raise ConfigError(_describe(error, path)) from error
     config.model.path = _resolve(base, config.model.path)
     config.data = _resolve(base, config.data)
+    config.datasets = {name: _resolve(base, path) for name, path in config.datasets.items()}
     config.output_dir = _resolve(base, config.output_dir)
     return config
 

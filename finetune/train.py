@@ -1,8 +1,9 @@
-"""The LoRA training recipe, top to bottom: check, load, adapt, train, checkpoint, evaluate, save.
+"""The LoRA training recipe, top to bottom: check, load, adapt, order the data, train, checkpoint, evaluate, save.
 
 One code path for one CPU process, one GPU, or `accelerate launch` / `torchrun` over many processes (DDP, FSDP):
-the data order is a function of (seed, step) alone and every process takes its share of each global batch, so the
-run trains the same adapter whatever the process count, and a resumed run continues exactly where it stopped.
+the data order is a function of (config, seed, step) alone (finetune/schedule.py) and every process takes its share
+of each global batch, so the run trains the same adapter whatever the process count, and a resumed run continues
+exactly where it stopped.
 
 The loss of a step is the mean over every scored token of the whole global batch: each process divides its summed
 token loss by the global count (known in advance from the labels) and multiplies by the process count, which the
@@ -27,8 +28,8 @@ from tqdm.auto import tqdm
 from model.run_layout import ADAPTER_DIR, CONFIG_FILE, LOG_FILE, SERVES
 
 from .checkpoint import CheckpointError, Checkpoints, check_disk
-from .config import ConfigError, TrainConfig
-from .dataset import load_split, read_manifest
+from .config import MAIN, ConfigError, TrainConfig
+from .dataset import DatasetError, load_split, read_manifest
 from .evaluate import evaluate_loss, scored, token_loss_sum
 from .lora_model import (
     attach_lora,
@@ -38,6 +39,15 @@ from .lora_model import (
     read_base_config,
     trainable_parameters,
     write_training_info,
+)
+from .schedule import (  # noqa: F401 (DataOrder: benchmarks/finetune.py takes it from here)
+    SCORES_FILE,
+    DataOrder,
+    Schedule,
+    base_scores,
+    combine,
+    datasets_scored,
+    datasets_trained_on,
 )
 
 log = logging.getLogger(__name__)
@@ -54,27 +64,9 @@ class TrainResult:
     model: object = None  # the trained PEFT model, for a caller in the same process (tests, benchmarks)
 
 
-class DataOrder:
-    """Which sequences each global batch holds: epoch e is a permutation drawn from (seed, e); batches run on
-    across epoch boundaries, so step s always gets the same sequences."""
-
-    def __init__(self, size: int, global_batch: int, seed: int):
-        self.size, self.global_batch, self.seed = size, global_batch, seed
-        self._epochs: dict[int, torch.Tensor] = {}
-
-    def _epoch(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._epochs:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._epochs = {epoch: torch.randperm(self.size, generator=generator)}
-        return self._epochs[epoch]
-
-    def batch(self, step: int) -> torch.Tensor:
-        positions = range(step * self.global_batch, (step + 1) * self.global_batch)
-        return torch.stack([self._epoch(p // self.size)[p % self.size] for p in positions])
-
-
-def check(config: TrainConfig) -> tuple[dict, dict]:
-    """Everything that can be checked before a weight is loaded: (base config.json, dataset manifest)."""
+def check(config: TrainConfig) -> tuple[dict, dict[str, dict]]:
+    """Everything that can be checked before a weight is loaded: (base config.json, the dataset manifests by name:
+    `data` for the main dataset, then each one under `datasets`)."""
     base_config = read_base_config(config.model.path)
     manifest = read_manifest(config.data)
     seq_len = manifest["seq_len"]
@@ -91,120 +83,257 @@ def check(config: TrainConfig) -> tuple[dict, dict]:
         )
     if manifest["splits"]["train"]["scored_tokens"] == 0:
         raise ConfigError(f"the dataset in {config.data} is empty: prepare it from documents that have text")
-    return base_config, manifest
+    manifests = {MAIN: manifest}
+    trained_on = datasets_trained_on(config)
+    for name, path in config.datasets.items():
+        manifests[name] = _check_dataset(config, name, path, manifest, name in trained_on)
+    return base_config, manifests
+
+
+def _check_dataset(config: TrainConfig, name: str, path: Path, main: dict, trained_on: bool) -> dict:
+    """An extra dataset's manifest, once it is known to hold token ids the main dataset's way."""
+    redo = f"prepare it with `finetune prepare --model <the base> --seq-len {main['seq_len']} --out {path}`"
+    if not path.is_dir():
+        raise ConfigError(f"datasets.{name}: {path} does not exist: {redo}, or fix the path")
+    try:
+        manifest = read_manifest(path)
+    except DatasetError as error:
+        raise ConfigError(f"datasets.{name}: {error}") from error
+    if manifest.get("seq_len") != main["seq_len"]:
+        raise ConfigError(
+            f"datasets.{name}: {path} is packed to {manifest.get('seq_len')} tokens a sequence but the main dataset "
+            f"{config.data} to {main['seq_len']}: {redo}"
+        )
+    tokenizer, main_tokenizer = (_tokenizer_sha256(m) for m in (manifest, main))
+    if tokenizer != main_tokenizer:
+        # The same ids under another tokenizer are other text: training on them would teach noise.
+        raise ConfigError(
+            f"datasets.{name}: {path} was tokenised by another tokenizer (sha256 {tokenizer or 'not recorded'}) "
+            f"than the main dataset {config.data} (sha256 {main_tokenizer or 'not recorded'}): {redo}, with the "
+            "model the main dataset was prepared with"
+        )
+    if trained_on and manifest["splits"]["train"]["scored_tokens"] == 0:
+        raise ConfigError(
+            f"datasets.{name}: {path} has no training tokens, but a phase mixes it: prepare it from documents that "
+            "have text, or take it out of the phases' mix"
+        )
+    return manifest
+
+
+def _tokenizer_sha256(manifest: dict) -> str | None:
+    tokenizer = manifest.get("tokenizer")
+    return tokenizer.get("sha256") if isinstance(tokenizer, dict) else None
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True, accelerator=None) -> TrainResult:
-    from accelerate import Accelerator
-    from transformers import get_scheduler
+    """Train `config`'s adapter; `resume` continues from the last checkpoint in its output_dir."""
+    recipe = LoraRecipe(config, accelerator)
+    recipe.setup(resume)
+    recipe.train(progress)
+    return recipe.save()
 
-    base_config, manifest = check(config)
-    # cpu=True on a machine without CUDA makes accelerate see a multi-process launch as gloo DDP, not as NO.
-    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
-    _check_launch(acc)
-    checkpoints = Checkpoints(config.output_dir / "checkpoints", config.train.keep_checkpoints, acc)
-    latest = checkpoints.latest() if resume else None
-    if resume and latest is None:
-        log.warning("--resume: no checkpoint in %s yet, starting from step 0", checkpoints.root)
-    if not resume and checkpoints.latest() is not None:
-        raise ConfigError(
-            f"{config.output_dir} already holds checkpoints of a run: pass --resume to continue it, or choose "
-            "another output_dir"
+
+class LoraRecipe:
+    """One training run, its methods in the order they run: setup (checkpoints, data, model, optimiser and
+    scheduler, data order, resume state), the loop (steps, logging, periodic evaluation, checkpoints), saving."""
+
+    def __init__(self, config: TrainConfig, accelerator=None):
+        from accelerate import Accelerator
+
+        self.config = config
+        self.base_config, self.manifests = check(config)
+        # cpu=True on a machine without CUDA makes accelerate see a multi-process launch as gloo DDP, not as NO.
+        self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        _check_launch(self.acc)
+        self.start = 0
+        self.loss, self.eval_loss = float("nan"), None
+        # Throughput counts training steps only: evaluations and checkpoints are timed out of it.
+        self.train_seconds, self.tokens_seen = 0.0, 0
+
+    # --- setup ---------------------------------------------------------------------------------------------------
+
+    def setup(self, resume: bool) -> None:
+        latest = self._find_checkpoint(resume)
+        self._load_data()
+        self._load_model()
+        self._setup_optimizer()
+        self._setup_schedule()  # before the checkpoint is loaded: the scores are the base model's
+        if latest is not None:
+            self.start = self.checkpoints.load(latest, self.model, self.optimizer, self.scheduler)["step"]
+            log.info("resumed from %s at step %d", latest, self.start)
+        self.logger = _RunLog(self.config.output_dir, self.acc.is_main_process, truncate_after=self.start)
+        if self.acc.is_main_process:
+            (self.config.output_dir / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+
+    def _find_checkpoint(self, resume: bool) -> Path | None:
+        config = self.config
+        self.checkpoints = Checkpoints(config.output_dir / "checkpoints", config.train.keep_checkpoints, self.acc)
+        latest = self.checkpoints.latest() if resume else None
+        if resume and latest is None:
+            log.warning("--resume: no checkpoint in %s yet, starting from step 0", self.checkpoints.root)
+        if not resume and self.checkpoints.latest() is not None:
+            raise ConfigError(
+                f"{config.output_dir} already holds checkpoints of a run: pass --resume to continue it, or choose "
+                "another output_dir"
+            )
+        if latest is not None:
+            _check_same_run(config, self.manifests, latest)
+        return latest
+
+    def _load_data(self) -> None:
+        config = self.config
+        paths = {MAIN: config.data, **config.datasets}
+        self.train_splits = {name: load_split(paths[name], "train") for name in datasets_trained_on(config)}
+        self.train_data = combine(self.train_splits)
+        self.eval_data = load_split(config.data, "eval")
+        # The other datasets' held-out losses show what training does to them (a replay set: forgetting).
+        extra_eval = {name: load_split(path, "eval") for name, path in config.datasets.items()}
+        self.extra_eval = {name: split for name, split in extra_eval.items() if scored(split.labels)}
+
+    def _load_model(self) -> None:
+        config, acc = self.config, self.acc
+        torch.manual_seed(config.train.seed)  # LoRA's A matrices are drawn from this
+        model, _ = load_base(
+            config.model, for_training=True, gradient_checkpointing=config.train.gradient_checkpointing
         )
-    if latest is not None:
-        _check_same_run(config, manifest, latest)
+        self.model, targets = attach_lora(model, config.lora, self.base_config)
+        trainable = trainable_parameters(self.model)
+        if acc.is_main_process:
+            log.info(
+                "LoRA r=%d on %s%s: %d trainable parameters",
+                config.lora.rank,
+                ", ".join(targets.modules),
+                (" + experts " + ", ".join(targets.expert_parameters)) if targets.expert_parameters else "",
+                trainable,
+            )
+            check_disk(config.output_dir, trainable, config.train.keep_checkpoints)
 
-    train_data = load_split(config.data, "train")
-    eval_data = load_split(config.data, "eval")
-    torch.manual_seed(config.train.seed)  # LoRA's A matrices are drawn from this
+    def _setup_optimizer(self) -> None:
+        from transformers import get_scheduler
 
-    model, _ = load_base(config.model, for_training=True, gradient_checkpointing=config.train.gradient_checkpointing)
-    model, targets = attach_lora(model, config.lora, base_config)
-    trainable = trainable_parameters(model)
-    if acc.is_main_process:
-        log.info(
-            "LoRA r=%d on %s%s: %d trainable parameters",
-            config.lora.rank,
-            ", ".join(targets.modules),
-            (" + experts " + ", ".join(targets.expert_parameters)) if targets.expert_parameters else "",
-            trainable,
+        config = self.config
+        optimizer = torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=config.optim.lr,
+            betas=config.optim.betas,
+            weight_decay=config.optim.weight_decay,
         )
-        check_disk(config.output_dir, trainable, config.train.keep_checkpoints)
+        self.scheduler = get_scheduler(
+            config.optim.schedule,
+            optimizer,
+            num_warmup_steps=config.optim.warmup_steps,
+            num_training_steps=config.train.max_steps,
+        )
+        self.model, self.optimizer = self.acc.prepare(self.model, optimizer)
 
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=config.optim.lr,
-        betas=config.optim.betas,
-        weight_decay=config.optim.weight_decay,
-    )
-    scheduler = get_scheduler(
-        config.optim.schedule,
-        optimizer,
-        num_warmup_steps=config.optim.warmup_steps,
-        num_training_steps=config.train.max_steps,
-    )
-    model, optimizer = acc.prepare(model, optimizer)
+    def _setup_schedule(self) -> None:
+        config = self.config
+        scores = None
+        to_score = datasets_scored(config)
+        if to_score:
+            # Which base the scores are of: the same weights in another dtype score (slightly) differently.
+            base = json.dumps(
+                {"model": config.model.model_dump(mode="json"), "fingerprint": base_fingerprint(self.base_config)},
+                sort_keys=True,
+            )
+            scores = base_scores(
+                self.model,
+                self.acc,
+                {name: self.train_splits[name] for name in to_score},
+                {name: _manifest_hash(self.manifests[name]) for name in to_score},
+                base,
+                config.train.micro_batch,
+                config.output_dir / SCORES_FILE,
+            )
+        global_batch = config.train.micro_batch * config.train.grad_accum * self.acc.num_processes
+        sizes = {name: len(split) for name, split in self.train_splits.items()}
+        self.schedule = Schedule.from_config(config, sizes, global_batch, scores)
 
-    start = 0
-    if latest is not None:
-        state = checkpoints.load(latest, model, optimizer, scheduler)
-        start = state["step"]
-        log.info("resumed from %s at step %d", latest, start)
-    logger = _RunLog(config.output_dir, acc.is_main_process, truncate_after=start)
-    if acc.is_main_process:
-        (config.output_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    # --- the loop ------------------------------------------------------------------------------------------------
 
-    per_process = config.train.micro_batch * config.train.grad_accum
-    order = DataOrder(len(train_data), per_process * acc.num_processes, config.train.seed)
-    bar = tqdm(
-        total=config.train.max_steps,
-        initial=start,
-        disable=not (progress and acc.is_main_process),
-        unit="step",
-        dynamic_ncols=True,
-    )
-    # Throughput counts training steps only: evaluations and checkpoints are timed out of it.
-    train_seconds, tokens_seen, loss_value, eval_loss = 0.0, 0, float("nan"), None
-    for step in range(start, config.train.max_steps):
-        step_started = time.perf_counter()
-        global_ids = order.batch(step)
-        loss_sum, global_tokens, grad_norm = _step(model, train_data, global_ids, config, acc)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+    def train(self, progress: bool) -> None:
+        config = self.config
+        bar = tqdm(
+            total=config.train.max_steps,
+            initial=self.start,
+            disable=not (progress and self.acc.is_main_process),
+            unit="step",
+            dynamic_ncols=True,
+        )
+        for step in range(self.start, config.train.max_steps):
+            record = self._train_step(step)
+            done = record["step"]
+            if config.train.eval_every and done % config.train.eval_every == 0 and done < config.train.max_steps:
+                record.update(self._evaluate(final=False))
+            self.logger.write(record)
+            bar.set_postfix(loss=f"{self.loss:.4f}", tok_s=f"{record['tokens_per_s'] or 0:.0f}")
+            bar.update(1)
+            if done % config.train.checkpoint_every == 0 or done == config.train.max_steps:
+                self.checkpoints.save(done, self.model, self.optimizer, self.scheduler, self._checkpoint_meta())
+        bar.close()
 
-        loss_value = float(acc.reduce(loss_sum, reduction="sum")) / max(global_tokens, 1)
-        tokens_seen += int(global_ids.numel() * train_data.input_ids.shape[1])
-        train_seconds += time.perf_counter() - step_started
-        done = step + 1
-        record = {"step": done, "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens": tokens_seen}
-        record["tokens_per_s"] = tokens_seen / train_seconds if train_seconds else None
-        if config.train.eval_every and done % config.train.eval_every == 0 and done < config.train.max_steps:
-            record["eval_loss"] = eval_loss = evaluate_loss(model, eval_data, config.train.micro_batch, acc)
-        logger.write(record)
-        bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{record['tokens_per_s'] or 0:.0f}")
-        bar.update(1)
-        if done % config.train.checkpoint_every == 0 or done == config.train.max_steps:
-            meta = {"config": config.to_dict(), "dataset_sha256": _manifest_hash(manifest)}
-            checkpoints.save(done, model, optimizer, scheduler, meta)
-    bar.close()
+    def _train_step(self, step: int) -> dict:
+        started = time.perf_counter()
+        global_ids = self.schedule.batch(step)
+        loss_sum, global_tokens, grad_norm = _step(self.model, self.train_data, global_ids, self.config, self.acc)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
-    if len(eval_data):
-        eval_loss = evaluate_loss(model, eval_data, config.train.micro_batch, acc)
-        logger.write({"step": config.train.max_steps, "eval_loss": eval_loss, "eval_perplexity": math.exp(eval_loss)})
-    adapter_dir = save_adapter(model, acc, config, base_config, manifest, eval_loss)
-    peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else _peak_rss()
-    logger.close()
-    return TrainResult(
-        adapter_dir,
-        config.train.max_steps,
-        loss_value,
-        eval_loss,
-        tokens_seen / max(train_seconds, 1e-9),
-        peak,
-        acc.unwrap_model(model),
-    )
+        self.loss = float(self.acc.reduce(loss_sum, reduction="sum")) / max(global_tokens, 1)
+        self.tokens_seen += int(global_ids.numel() * self.train_data.input_ids.shape[1])
+        self.train_seconds += time.perf_counter() - started
+        return {
+            "step": step + 1,
+            "phase": self.schedule.phase(step).name,
+            "loss": self.loss,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens": self.tokens_seen,
+            "tokens_per_s": self.tokens_seen / self.train_seconds if self.train_seconds else None,
+        }
+
+    def _evaluate(self, final: bool) -> dict:
+        """The main data's held-out loss, and each other dataset's under eval_losses."""
+        batch, record = self.config.train.micro_batch, {}
+        # A periodic evaluation needs the main held-out split (evaluate_loss says so); the last one does without.
+        if not final or len(self.eval_data):
+            record["eval_loss"] = self.eval_loss = evaluate_loss(self.model, self.eval_data, batch, self.acc)
+            if final:
+                record["eval_perplexity"] = math.exp(self.eval_loss)
+        if self.extra_eval:
+            record["eval_losses"] = {
+                name: evaluate_loss(self.model, split, batch, self.acc) for name, split in self.extra_eval.items()
+            }
+        return record
+
+    def _checkpoint_meta(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "dataset_sha256": _manifest_hash(self.manifests[MAIN]),
+            "datasets_sha256": {name: _manifest_hash(self.manifests[name]) for name in self.config.datasets},
+        }
+
+    # --- saving --------------------------------------------------------------------------------------------------
+
+    def save(self) -> TrainResult:
+        config = self.config
+        final = self._evaluate(final=True)
+        if final:
+            self.logger.write({"step": config.train.max_steps, **final})
+        adapter_dir = save_adapter(self.model, self.acc, config, self.base_config, self.manifests, self.eval_loss)
+        peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else _peak_rss()
+        self.logger.close()
+        return TrainResult(
+            adapter_dir,
+            config.train.max_steps,
+            self.loss,
+            self.eval_loss,
+            self.tokens_seen / max(self.train_seconds, 1e-9),
+            peak,
+            self.acc.unwrap_model(self.model),
+        )
 
 
 def _step(model, data, global_ids: torch.Tensor, config: TrainConfig, acc) -> tuple[torch.Tensor, int, float | None]:
@@ -228,7 +357,9 @@ def _step(model, data, global_ids: torch.Tensor, config: TrainConfig, acc) -> tu
     return loss_sum, global_tokens, grad_norm
 
 
-def save_adapter(model, acc, config: TrainConfig, base_config: dict, manifest: dict, eval_loss: float | None) -> Path:
+def save_adapter(
+    model, acc, config: TrainConfig, base_config: dict, manifests: dict[str, dict], eval_loss: float | None
+) -> Path:
     """The final adapter in PEFT's layout, plus training.json tying it to its base and data."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -243,7 +374,7 @@ def save_adapter(model, acc, config: TrainConfig, base_config: dict, manifest: d
         shutil.rmtree(partial, ignore_errors=True)
         try:
             acc.unwrap_model(model).save_pretrained(partial, state_dict=state)
-            write_training_info(partial, _training_info(config, base_config, manifest, eval_loss))
+            write_training_info(partial, _training_info(config, base_config, manifests, eval_loss))
         except OSError as error:
             shutil.rmtree(partial, ignore_errors=True)
             raise CheckpointError(
@@ -256,20 +387,37 @@ def save_adapter(model, acc, config: TrainConfig, base_config: dict, manifest: d
     return adapter_dir
 
 
-def _training_info(config: TrainConfig, base_config: dict, manifest: dict, eval_loss: float | None) -> dict:
+def _training_info(config: TrainConfig, base_config: dict, manifests: dict[str, dict], eval_loss: float | None) -> dict:
     """What ties an adapter to its base and data (training.json)."""
     return {
         "base_model": str(config.model.path),
         "base_fingerprint": base_fingerprint(base_config),
         "dataset": str(config.data),
-        "dataset_sha256": _manifest_hash(manifest),
-        # Who may be answered with this adapter: the groups that may read all it learned. A dataset prepared before
-        # prepare recorded it has none, and the assistant then lets administrators only use the adapter.
-        SERVES: manifest.get(SERVES),
+        "dataset_sha256": _manifest_hash(manifests[MAIN]),
+        "datasets": {
+            name: {"path": str(path), "sha256": _manifest_hash(manifests[name])}
+            for name, path in config.datasets.items()
+        },
+        SERVES: _audience(manifests, datasets_trained_on(config)),
         "steps": config.train.max_steps,
         "eval_loss": eval_loss,
         "config": config.to_dict(),
     }
+
+
+def _audience(manifests: dict[str, dict], trained_on: list[str]):
+    """Who may be answered with this adapter: the groups that may read all it learned, so those that every dataset
+    it trained on serves (the main one counted always). A dataset prepared before prepare recorded them has none,
+    and the assistant then lets administrators only use the adapter."""
+    audiences = [manifests[name].get(SERVES) for name in dict.fromkeys([MAIN, *trained_on])]
+    if len(audiences) == 1:
+        return audiences[0]
+    if not all(isinstance(audience, list) for audience in audiences):
+        return None
+    shared = [group for group in audiences[0] if all(group in other for other in audiences[1:])]
+    if not shared:
+        log.warning("no group may read every dataset this run trains on: its adapter will serve administrators only")
+    return shared
 
 
 def _check_launch(acc) -> None:
@@ -308,18 +456,32 @@ def _manifest_hash(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
 
-def _check_same_run(config: TrainConfig, manifest: dict, checkpoint: Path) -> None:
+def _check_same_run(config: TrainConfig, manifests: dict[str, dict], checkpoint: Path) -> None:
     """A resumed run must be the run that wrote the checkpoint, on the same data; only its length may grow."""
     state = json.loads((checkpoint / "state.json").read_text())
-    if state.get("dataset_sha256") != _manifest_hash(manifest):
+    if state.get("dataset_sha256") != _manifest_hash(manifests[MAIN]):
         raise ConfigError(
             f"--resume: the dataset in {config.data} changed since {checkpoint} was written (prepared again?), so "
             "the run cannot continue with the same data order: start a new output_dir"
         )
+    # A dataset added to or dropped from `datasets` shows as a changed config below.
+    for name, saved in state.get("datasets_sha256", {}).items():
+        if name in config.datasets and saved != _manifest_hash(manifests[name]):
+            raise ConfigError(
+                f"--resume: the dataset {name} in {config.datasets[name]} changed since {checkpoint} was written "
+                "(prepared again?), so the run cannot continue with the same data: start a new output_dir"
+            )
     saved = _flatten(state["config"])
     current = _flatten(config.to_dict())
     changed = sorted(key for key in saved.keys() | current.keys() if saved.get(key) != current.get(key))
     changed = [key for key in changed if key != "train.max_steps"]
+    if config.phases and saved.get("train.max_steps") != config.train.max_steps:
+        log.warning(
+            "--resume: train.max_steps changed from %s to %d, so the phases' steps are divided anew: %s",
+            saved.get("train.max_steps"),
+            config.train.max_steps,
+            ", ".join(f"{phase.name} {steps}" for phase, steps in config.phase_steps()),
+        )
     if changed:
         raise ConfigError(
             f"--resume: the config differs from the one that wrote {checkpoint} ({', '.join(changed)}): resume with "
@@ -327,11 +489,11 @@ def _check_same_run(config: TrainConfig, manifest: dict, checkpoint: Path) -> No
         )
 
 
-def _flatten(data: dict, prefix: str = "") -> dict:
+def _flatten(data: dict, prefix: str = "", separator: str = ".") -> dict:
     flat = {}
     for key, value in data.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(_flatten(value, f"{prefix}{key}{separator}", separator))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -367,7 +529,7 @@ class _RunLog:
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         if self.tensorboard is not None:
-            for key, value in record.items():
+            for key, value in _flatten(record, separator="/").items():
                 if key != "step" and isinstance(value, (int, float)):
                     self.tensorboard.add_scalar(key, value, record["step"])
 

@@ -18,8 +18,9 @@ A shared drive is built from real documents (handbook sections, site policies, N
 document) plus the copies drives hold (older versions, HTML exports, a report saved twice), and SmolLM2 is trained
 on it three ways with the same steps, batch and sequence length: (a) prepared without curation, (b) curated, (c)
 curated, with the last 30% of the steps in the cleanest sequences first (the base model's own loss). Reported: the
-perplexity on the clean held-out pages, on SciFact abstracts (general text the model knew: forgetting), the tokens
-each curation step removed, and prepare's speed, over --seeds repeats.
+perplexity on the held-out pages as stored and as the drive-wide curation leaves them ("clean"), also per corpus,
+on SciFact abstracts (general text the model knew: forgetting), the tokens each curation step removed, and
+prepare's speed, over --seeds repeats. --reuse-runs scores the runs an earlier invocation finished (same config, same token ids) instead of training them again.
 """
 
 from __future__ import annotations
@@ -383,6 +384,8 @@ MIX = {
     "github_site_policy/Policies/other-site-policies": "*.md",
     "ntsb_aviation_reports_pdf": "*.pdf",
 }
+# The held-out pages are also scored per corpus: a mix that shifts towards one corpus shows there.
+CORPUS_LABELS = {"tts_18f_handbook": "handbook", "github_site_policy": "policies", "ntsb_aviation_reports_pdf": "ntsb"}
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
 CURRICULUM = (
     "[{name: domain, share: 0.7, mix: {data: 1.0}}, "
@@ -396,8 +399,8 @@ def build_drive(work: Path) -> tuple[Path, Path, dict]:
     year), a draft (another paragraph missing), the page exported to HTML, a report saved twice."""
     from markdown_it import MarkdownIt
 
-    drive, held_out = work / "drive", work / "held-out"
-    for folder in (drive, held_out):
+    drive, held_out, by_corpus = work / "drive", work / "held-out", work / "held-out-by-corpus"
+    for folder in (drive, held_out, by_corpus):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
     counts = {"documents": 0, "held_out": 0, "versions": 0, "exports": 0, "saved_twice": 0}
@@ -406,6 +409,8 @@ def build_drive(work: Path) -> tuple[Path, Path, dict]:
         name = "-".join(path.relative_to(CORPUS).parts[-2:])
         if int(hashlib.sha256(name.encode()).hexdigest(), 16) % 10 == 0:
             shutil.copyfile(path, held_out / name)
+            (by_corpus / CORPUS_LABELS[path.relative_to(CORPUS).parts[0]]).mkdir(exist_ok=True)
+            shutil.copyfile(path, by_corpus / CORPUS_LABELS[path.relative_to(CORPUS).parts[0]] / name)
             counts["held_out"] += 1
             continue
         shutil.copyfile(path, drive / name)
@@ -429,6 +434,30 @@ def build_drive(work: Path) -> tuple[Path, Path, dict]:
     return drive, held_out, counts
 
 
+def clean_held_out(work: Path, drive: Path, held_out: Path) -> Path:
+    """The held-out pages as curation leaves them when it reads them with the whole drive, in one folder per corpus:
+    a held-out report curated alone keeps its running headers and form labels (no other document shows them to be
+    boilerplate), so the pages as stored reward a model for the template curation took out of training."""
+    from finetune.curation.pipeline import CurationSettings, curate
+    from finetune.sources import read_document
+
+    clean = work / "held-out-clean"
+    shutil.rmtree(clean, ignore_errors=True)
+    sources = [read_document(path) for folder in (drive, held_out) for path in sorted(folder.iterdir())]
+    curate(sources, CurationSettings(), lambda texts: sum(len(text.split()) for text in texts))
+    for source in sources:
+        path = Path(source.path)
+        if path.parent != held_out:
+            continue
+        corpus = next(
+            label for label in CORPUS_LABELS.values() if (work / "held-out-by-corpus" / label / path.name).exists()
+        )
+        (clean / corpus).mkdir(parents=True, exist_ok=True)
+        texts = [example.text for document in source.documents for example in document.examples]
+        (clean / corpus / f"{path.stem}.md").write_text("\n\n".join(texts))
+    return clean
+
+
 def general_text(work: Path, abstracts: int) -> Path:
     """SciFact abstracts (evaluation only, per their licence): text the model knew before, for forgetting."""
     lines = SCIFACT.read_text().splitlines()[:abstracts]
@@ -442,13 +471,20 @@ def general_text(work: Path, abstracts: int) -> Path:
 
 
 def arm_dataset(train_dir: Path, held_out_dir: Path, out: Path) -> Path:
-    """The arm's training split with the shared clean held-out pages as its eval split."""
+    """The arm's training split with the shared clean held-out pages as its eval split. An existing one with the
+    same token ids is kept as it is, manifest and all, so that --reuse-runs can tell its runs trained on these."""
     from finetune.dataset import load_split, read_manifest, write_dataset
 
     manifest = {k: v for k, v in read_manifest(train_dir).items() if k not in ("format", "splits")}
-    shutil.rmtree(out, ignore_errors=True)
+    fresh = out.with_name(out.name + ".new")
+    shutil.rmtree(fresh, ignore_errors=True)
     splits = {"train": load_split(train_dir, "train"), "eval": load_split(held_out_dir, "train")}
-    write_dataset(out, splits, manifest)
+    write_dataset(fresh, splits, manifest)
+    if out.is_dir() and read_manifest(out)["splits"] == read_manifest(fresh)["splits"]:
+        shutil.rmtree(fresh)
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(fresh, out)
     return out
 
 
@@ -490,8 +526,24 @@ def curation_part(args: argparse.Namespace) -> dict:
         load_split(work / "data-held-out", "train"),
         load_split(work / "data-general", "train"),
     )
+    # Each held-out set: as stored (per corpus; curated alone, as data-held-out is) and as the drive-wide curation
+    # leaves it ("clean", whole and per corpus; not curated again).
+    folders = {folder.name: folder for folder in sorted((work / "held-out-by-corpus").iterdir())}
+    clean_folder = clean_held_out(work, drive, held_out)
+    folders |= {"clean": clean_folder} | {f"clean {f.name}": f for f in sorted(clean_folder.iterdir())}
+    held_out_sets, set_tokens = {}, {}
+    for name, folder in folders.items():
+        data = work / f"data-held-out-{name.replace(' ', '-')}"
+        alone = CurationSettings(enabled=not name.startswith("clean"))
+        report = prepare(model_dir, data, [folder], seq_len=seq_len, eval_fraction=0, curation=alone)
+        held_out_sets[name] = load_split(data, "train")
+        set_tokens[name] = report.manifest["counts"]["tokens"]["train"]
     base, _ = load_base(ModelSection(path=model_dir, dtype="float32"), for_training=False)
-    base_losses = {"held_out": evaluate_loss(base, held_out_data, 8), "general": evaluate_loss(base, general_data, 8)}
+    base_losses = {
+        "held_out": evaluate_loss(base, held_out_data, 8),
+        "general": evaluate_loss(base, general_data, 8),
+        "sets": {name: evaluate_loss(base, split, 8) for name, split in held_out_sets.items()},
+    }
     del base
 
     arms = {
@@ -505,16 +557,20 @@ def curation_part(args: argparse.Namespace) -> dict:
         for arm, (data, extra) in arms.items():
             data_dir = arm_dataset(data, work / "data-held-out", work / f"run-data-{arm}")
             out = work / f"run-{arm}-{seed}"
-            shutil.rmtree(out, ignore_errors=True)
             settings.seed = seed
             config = load_config(None, [*train_settings(model_dir, data_dir, out, settings), *extra])
-            result = train(config, progress=False)
+            model, held_out_loss = finished_run(config) if args.reuse_runs else (None, None)
+            if model is None:
+                shutil.rmtree(out, ignore_errors=True)
+                result = train(config, progress=False)
+                model, held_out_loss = result.model, result.eval_loss
             last = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"loss"' in line][-1]
             run = {
                 "seed": seed,
                 "train_tokens": last["tokens"],
-                "held_out_loss": result.eval_loss,
-                "general_loss": evaluate_loss(result.model, general_data, 8),
+                "held_out_loss": held_out_loss,
+                "general_loss": evaluate_loss(model, general_data, 8),
+                "held_out_sets": {name: evaluate_loss(model, split, 8) for name, split in held_out_sets.items()},
                 "tokens_per_s": last["tokens_per_s"],
             }
             runs[arm].append(run)
@@ -523,7 +579,7 @@ def curation_part(args: argparse.Namespace) -> dict:
                 f"{math.exp(run['general_loss']):.3f} ({run['train_tokens']} tokens)",
                 flush=True,
             )
-            del result
+            del model
     figures = {
         "settings": vars_of(settings) | {"seeds": args.seeds, "seq_len": seq_len, "curriculum": CURRICULUM},
         "drive": built,
@@ -539,12 +595,30 @@ def curation_part(args: argparse.Namespace) -> dict:
         "removed": prepared["curated"].manifest["curation"]["removed"],
         "kept": prepared["curated"].manifest["curation"]["kept"],
         "held_out_tokens": clean.manifest["counts"]["tokens"]["train"],
+        "held_out_set_tokens": set_tokens,
         "general_tokens": general.manifest["counts"]["tokens"]["train"],
         "base": base_losses,
         "runs": runs,
     }
     print_curation(figures)
     return figures
+
+
+def finished_run(config) -> tuple[object, float | None]:
+    """(the adapted model, its held-out loss) of a run an earlier invocation finished with this very config, or
+    (None, None): --reuse-runs scores finished runs again (new measures) without training them again."""
+    from finetune.config import ModelSection
+    from finetune.dataset import read_manifest
+    from finetune.lora_model import load_base
+    from model import load_adapter
+
+    path = config.output_dir / "adapter" / "training.json"
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    data = hashlib.sha256(json.dumps(read_manifest(config.data), sort_keys=True).encode()).hexdigest()
+    if info.get("config") != config.to_dict() or info.get("dataset_sha256") != data:
+        return None, None
+    base, _ = load_base(ModelSection(path=config.model.path, dtype="float32"), for_training=False)
+    return load_adapter(base, config.output_dir / "adapter"), info["eval_loss"]
 
 
 def print_curation(figures: dict) -> None:
@@ -568,6 +642,13 @@ def print_curation(figures: dict) -> None:
             f"{arm:14}{statistics.mean(held):>14.3f}{statistics.mean(general):>14.3f}   per seed "
             + ", ".join(f"{h:.3f}/{g:.3f}" for h, g in zip(held, general, strict=True))
         )
+    names = list(base["sets"])
+    print(f"\nheld-out ppl by set: {'arm':14}" + "".join(f"{name:>16}" for name in names))
+    print(f"{'':21}{'base':14}" + "".join(f"{math.exp(base['sets'][name]):>16.3f}" for name in names))
+    for arm, runs in figures["runs"].items():
+        means = [statistics.mean(math.exp(run["held_out_sets"][name]) for run in runs) for name in names]
+        print(f"{'':21}{arm:14}" + "".join(f"{mean:>16.3f}" for mean in means))
+    print(f"{'':21}{'tokens':14}" + "".join(f"{figures['held_out_set_tokens'][name]:>16}" for name in names))
 
 
 # --- the command --------------------------------------------------------------------------------
@@ -605,6 +686,9 @@ def parse_args() -> argparse.Namespace:
     curation_group.add_argument("--seeds", type=int, default=2, help="repeats of each arm, seeds 0..N-1 (default 2)")
     curation_group.add_argument("--general-abstracts", type=int, default=60)
     curation_group.add_argument("--threads-curation", type=int, default=2)
+    curation_group.add_argument(
+        "--reuse-runs", action="store_true", help="score runs a previous invocation finished (same config) again"
+    )
     arm_group = parser.add_argument_group("one arm (internal: the compare part runs each arm this way)")
     arm_group.add_argument("--arm", choices=ARMS, default=None)
     arm_group.add_argument("--model", type=Path)

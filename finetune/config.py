@@ -6,6 +6,7 @@ silently train with a default costs GPU hours.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -200,16 +201,37 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
         config = TrainConfig.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_describe(error, path)) from error
-    config.model.path = _resolve(base, config.model.path)
+    config.model.path = _model_directory(base, config.model.path)
     config.data = _resolve(base, config.data)
     config.datasets = {name: _resolve(base, path) for name, path in config.datasets.items()}
     config.output_dir = _resolve(base, config.output_dir)
     return config
 
 
+def _model_directory(base: Path, path: Path) -> Path:
+    """model.path as a directory: a path, or the name of a base `finetune` knows (model/named_bases.py), converted
+    on first use under the installation's data directory, the one `finetune prepare --model NAME` used."""
+    from model.loading import ModelLoadError
+    from model.named_bases import is_named, named_base
+    from retrieval.installation import InstallationSettings
+
+    resolved = _resolve(base, path)
+    if resolved.exists() or not is_named(path):
+        return resolved
+    try:
+        models_dir = InstallationSettings().data_dir / "models"
+    except (FileNotFoundError, ValidationError) as error:
+        raise ConfigError(f"model.path {path}: the installation's settings cannot be read ({error})") from None
+    try:
+        return named_base(str(path), models_dir)
+    except ModelLoadError as error:
+        raise ConfigError(f"model.path: {error}") from None
+
+
 def _resolve(base: Path, path: Path) -> Path:
     path = path.expanduser()
-    return path if path.is_absolute() else base / path
+    # normpath: "configs/../../runs" reads as the folder it is, in logs and in training.json.
+    return path if path.is_absolute() else Path(os.path.normpath(base / path))
 
 
 def _describe(error: ValidationError, path) -> str:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from tiny_models import write_model
+from training_runs import config_for, run_settings
 
 from finetune import cli
 from finetune import schedule as schedule_mod
@@ -28,24 +29,6 @@ CURRICULUM = (
     "[{name: replay, share: 0.25, mix: {data: 0.5, general: 0.5}}, "
     "{name: hardest, share: 0.75, mix: {data: 0.75, general: 0.25}, order: loss_descending}]"
 )
-
-
-def settings(base: Path, data: Path, out: Path, *overrides: str) -> list[str]:
-    return [
-        f"model.path={base}",
-        "model.dtype=float32",
-        f"data={data}",
-        f"output_dir={out}",
-        "train.max_steps=8",
-        "train.micro_batch=4",
-        "train.checkpoint_every=3",
-        "optim.lr=1e-2",
-        *overrides,
-    ]
-
-
-def config_for(base: Path, data: Path, out: Path, *overrides: str):
-    return load_config(None, settings(base, data, out, *overrides))
 
 
 def random_split(sequences: int, seed: int, unscored: tuple[int, ...] = (), seq_len: int = SEQ_LEN) -> Packed:
@@ -122,7 +105,8 @@ def test_without_phases_the_order_is_the_one_runs_always_had(size, global_batch,
     expected = legacy_batches(size, global_batch, seed, steps)
     for phases in ([], ["phases=[{name: all, share: 1.0, mix: {data: 1.0}}]"]):
         config = load_config(
-            None, settings(Path("m"), Path("d"), Path("o"), f"train.max_steps={steps}", f"train.seed={seed}", *phases)
+            None,
+            run_settings(Path("m"), Path("d"), Path("o"), f"train.max_steps={steps}", f"train.seed={seed}", *phases),
         )
         schedule = Schedule.from_config(config, {"data": size}, global_batch, None)
         # Asked out of order, as a resumed run asks: each step's batch depends on the step alone.
@@ -135,7 +119,7 @@ def test_without_phases_the_order_is_the_one_runs_always_had(size, global_batch,
 def test_phases_split_the_steps_and_mix_their_datasets_by_weight():
     config = load_config(
         None,
-        settings(
+        run_settings(
             Path("m"),
             Path("d"),
             Path("o"),
@@ -246,7 +230,7 @@ def test_config_errors_name_the_culprit(base, data, tmp_path, capsys):
 
     argv = [
         "train",
-        *(f"--set={item}" for item in settings(base, main, tmp_path / "run", f"datasets={{other: {other}}}")),
+        *(f"--set={item}" for item in run_settings(base, main, tmp_path / "run", f"datasets={{other: {other}}}")),
     ]
     assert cli.main([*argv, "--check"]) == 2
     assert "datasets.other" in capsys.readouterr().err
@@ -254,7 +238,7 @@ def test_config_errors_name_the_culprit(base, data, tmp_path, capsys):
         "train",
         *(
             f"--set={item}"
-            for item in settings(
+            for item in run_settings(
                 base, main, tmp_path / "run", f"datasets={{general: {general}}}", f"phases={CURRICULUM}"
             )
         ),

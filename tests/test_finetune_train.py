@@ -19,6 +19,7 @@ import yaml
 from safetensors.torch import load_file
 from tiny_models import write_model
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+from training_runs import config_for
 
 from finetune import checkpoint as checkpoint_mod
 from finetune import cli
@@ -28,6 +29,7 @@ from finetune.config import ConfigError, load_config
 from finetune.dataset import Packed, load_split, pack, write_dataset
 from finetune.train import train
 from model import load
+from model.named_bases import is_named
 
 ROOT = Path(__file__).resolve().parent.parent
 SEQ_LEN = 64
@@ -54,21 +56,6 @@ def data(models, tmp_path_factory):
     splits = {"train": pack(examples[:-1], SEQ_LEN, 0), "eval": pack(examples[-1:], SEQ_LEN, 0)}
     write_dataset(out, splits, {"seq_len": SEQ_LEN})
     return out
-
-
-def config_for(base: Path, data: Path, out: Path, *overrides: str):
-    settings = [
-        f"model.path={base}",
-        "model.dtype=float32",
-        f"data={data}",
-        f"output_dir={out}",
-        "train.max_steps=8",
-        "train.micro_batch=4",
-        "train.checkpoint_every=3",
-        "optim.lr=1e-2",
-        *overrides,
-    ]
-    return load_config(None, settings)
 
 
 def adapter_weights(run: Path) -> dict[str, torch.Tensor]:
@@ -406,8 +393,19 @@ def test_shipped_configs_are_valid():
     configs = sorted((ROOT / "finetune" / "configs").glob("*.yaml"))
     assert len(configs) >= 3
     for path in configs:
-        config = load_config(path)
+        named = is_named(yaml.safe_load(path.read_text())["model"]["path"])
+        # A named base would be converted on loading: test_named_bases.py covers that, here only the config counts.
+        config = load_config(path, ["model.path=/models/base"] if named else [])
         assert config.train.max_steps > config.optim.warmup_steps, path
+    # The README's example of phases is a valid config too.
+    readme = (ROOT / "README.md").read_text()
+    example = next(block for block in readme.split("```yaml\n")[1:] if "phases:" in block).split("```")[0]
+    config = load_config(
+        None,
+        [f"{key}={value}" for key, value in yaml.safe_load(example).items()]
+        + ["model.path=/models/base", "output_dir=/runs/example"],
+    )
+    assert [phase.order for phase, _ in config.phase_steps()] == ["random", "loss_ascending"]
     fsdp = yaml.safe_load((ROOT / "finetune" / "configs" / "accelerate" / "fsdp-8gpu.yaml").read_text())
     assert fsdp["num_processes"] == 8 and fsdp["distributed_type"] == "FSDP"
     assert fsdp["fsdp_config"]["fsdp_reshard_after_forward"] is True, "full shard"

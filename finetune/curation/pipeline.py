@@ -59,7 +59,7 @@ class CurationSettings(BaseModel):
     repeats_in_document: int = Field(default=5, ge=2)
     # A passage of three links or more whose words are this much link text is navigation (a menu, a contents list).
     navigation_link_share: float = Field(default=0.8, gt=0, le=1)
-    min_letter_share: float = Field(default=0.5, ge=0, lt=1)  # of a passage's visible characters
+    min_text_share: float = Field(default=0.5, ge=0, lt=1)  # letters and digits among a passage's visible characters
     repeated_passage_words: int = Field(default=12, ge=1)  # passages this long are kept once in the whole corpus
     min_words: int = Field(default=30, ge=0)  # of a document's prose after cleaning (not its headings)
     # Share of words in repeated 5-grams: real pages with tables of like rows reach 0.6, extraction loops 0.8 and up.
@@ -259,8 +259,8 @@ class _Run:
             return "navigation", f"{links} links and little else"
         if quality.is_contents(block):
             return "contents", "a table of contents"
-        if (letters := quality.letter_share(block)) is not None and letters < settings.min_letter_share:
-            return "symbols", f"{letters:.0%} letters"
+        if (text := quality.text_share(block)) is not None and text < settings.min_text_share:
+            return "symbols", f"{text:.0%} letters and digits"
         if len(words(block)) >= settings.repeated_passage_words and (first := seen.get(normal_block(block))):
             return "repeated_passages", "already in this document" if first == path else f"already in {first}"
         return None, ""

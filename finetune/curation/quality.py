@@ -15,6 +15,8 @@ _LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 _MACHINERY = re.compile(r"\{%.*?%\}|\{\{.*?\}\}|<!--.*?-->", re.DOTALL)
 # A contents line: a title, dot leaders, a page number.
 _CONTENTS_LINE = re.compile(r"(?:\.\s?){4,}\s*\(?[\divxlc]{1,5}\)?\s*$", re.IGNORECASE)
+# A Markdown table's column rules and header underline: layout, not content.
+_TABLE_RULES = re.compile(r"\|(?:\s*:?-{3,}:?\s*\|)*")
 # Blocks shorter than this are too small to judge by their characters (a figure's label, "Yes").
 JUDGED_CHARACTERS = 20
 
@@ -37,12 +39,14 @@ def link_share(block: str) -> tuple[int, float]:
     return len(links), (sum(len(words(text)) for text in links) / visible if visible else 0.0)
 
 
-def letter_share(block: str) -> float | None:
-    """Letters among the non-space characters a reader sees; None when the block is too short to tell."""
-    visible = [char for char in strip_markup(block) if not char.isspace()]
+def text_share(block: str) -> float | None:
+    """Letters and digits among the characters a reader sees, a table's rules (pipes, dashes of the header line)
+    aside; None when the block is too short to tell. Digits count: a table of figures is what staff ask about,
+    where extraction garbage is runs of symbols."""
+    visible = [char for char in _TABLE_RULES.sub(" ", strip_markup(block)) if not char.isspace()]
     if len(visible) < JUDGED_CHARACTERS:
         return None
-    return sum(char.isalpha() for char in visible) / len(visible)
+    return sum(char.isalnum() for char in visible) / len(visible)
 
 
 def is_contents(block: str) -> bool:

@@ -20,7 +20,8 @@ on it three ways with the same steps, batch and sequence length: (a) prepared wi
 curated, with the last 30% of the steps in the cleanest sequences first (the base model's own loss). Reported: the
 perplexity on the held-out pages as stored and as the drive-wide curation leaves them ("clean"), also per corpus,
 on SciFact abstracts (general text the model knew: forgetting), the tokens each curation step removed, and
-prepare's speed, over --seeds repeats. --reuse-runs scores the runs an earlier invocation finished (same config, same token ids) instead of training them again.
+prepare's speed, over --seeds repeats. --reuse-runs scores the runs an earlier invocation finished (same config,
+same token ids) instead of training them again.
 """
 
 from __future__ import annotations
@@ -409,8 +410,9 @@ def build_drive(work: Path) -> tuple[Path, Path, dict]:
         name = "-".join(path.relative_to(CORPUS).parts[-2:])
         if int(hashlib.sha256(name.encode()).hexdigest(), 16) % 10 == 0:
             shutil.copyfile(path, held_out / name)
-            (by_corpus / CORPUS_LABELS[path.relative_to(CORPUS).parts[0]]).mkdir(exist_ok=True)
-            shutil.copyfile(path, by_corpus / CORPUS_LABELS[path.relative_to(CORPUS).parts[0]] / name)
+            corpus = by_corpus / CORPUS_LABELS[path.relative_to(CORPUS).parts[0]]
+            corpus.mkdir(exist_ok=True)
+            shutil.copyfile(path, corpus / name)
             counts["held_out"] += 1
             continue
         shutil.copyfile(path, drive / name)
@@ -608,13 +610,13 @@ def finished_run(config) -> tuple[object, float | None]:
     """(the adapted model, its held-out loss) of a run an earlier invocation finished with this very config, or
     (None, None): --reuse-runs scores finished runs again (new measures) without training them again."""
     from finetune.config import ModelSection
-    from finetune.dataset import read_manifest
+    from finetune.dataset import manifest_sha256, read_manifest
     from finetune.lora_model import load_base
     from model import load_adapter
 
     path = config.output_dir / "adapter" / "training.json"
     info = json.loads(path.read_text()) if path.is_file() else {}
-    data = hashlib.sha256(json.dumps(read_manifest(config.data), sort_keys=True).encode()).hexdigest()
+    data = manifest_sha256(read_manifest(config.data))
     if info.get("config") != config.to_dict() or info.get("dataset_sha256") != data:
         return None, None
     base, _ = load_base(ModelSection(path=config.model.path, dtype="float32"), for_training=False)

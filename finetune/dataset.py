@@ -96,6 +96,12 @@ def write_dataset(out_dir: str | Path, splits: dict[str, Packed], manifest: dict
     return manifest
 
 
+def manifest_sha256(manifest: dict) -> str:
+    """The identity of a dataset's contents (its manifest holds each split's sha256): a run, its checkpoints and its
+    adapter record it, so a resume or a reuse can tell the same data from other data."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
 def read_manifest(data_dir: str | Path) -> dict:
     data_dir = Path(data_dir)
     path = data_dir / MANIFEST

@@ -29,7 +29,7 @@ from model.run_layout import ADAPTER_DIR, CONFIG_FILE, LOG_FILE, SERVES
 
 from .checkpoint import CheckpointError, Checkpoints, check_disk
 from .config import MAIN, ConfigError, TrainConfig
-from .dataset import DatasetError, load_split, read_manifest
+from .dataset import DatasetError, load_split, manifest_sha256, read_manifest
 from .evaluate import evaluate_loss, scored, token_loss_sum
 from .lora_model import (
     attach_lora,
@@ -240,7 +240,7 @@ class LoraRecipe:
                 self.model,
                 self.acc,
                 {name: self.train_splits[name] for name in to_score},
-                {name: _manifest_hash(self.manifests[name]) for name in to_score},
+                {name: manifest_sha256(self.manifests[name]) for name in to_score},
                 base,
                 config.train.micro_batch,
                 config.output_dir / SCORES_FILE,
@@ -311,8 +311,8 @@ class LoraRecipe:
     def _checkpoint_meta(self) -> dict:
         return {
             "config": self.config.to_dict(),
-            "dataset_sha256": _manifest_hash(self.manifests[MAIN]),
-            "datasets_sha256": {name: _manifest_hash(self.manifests[name]) for name in self.config.datasets},
+            "dataset_sha256": manifest_sha256(self.manifests[MAIN]),
+            "datasets_sha256": {name: manifest_sha256(self.manifests[name]) for name in self.config.datasets},
         }
 
     # --- saving --------------------------------------------------------------------------------------------------
@@ -393,9 +393,9 @@ def _training_info(config: TrainConfig, base_config: dict, manifests: dict[str, 
         "base_model": str(config.model.path),
         "base_fingerprint": base_fingerprint(base_config),
         "dataset": str(config.data),
-        "dataset_sha256": _manifest_hash(manifests[MAIN]),
+        "dataset_sha256": manifest_sha256(manifests[MAIN]),
         "datasets": {
-            name: {"path": str(path), "sha256": _manifest_hash(manifests[name])}
+            name: {"path": str(path), "sha256": manifest_sha256(manifests[name])}
             for name, path in config.datasets.items()
         },
         SERVES: _audience(manifests, datasets_trained_on(config)),
@@ -450,23 +450,17 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _manifest_hash(manifest: dict) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-
-
 def _check_same_run(config: TrainConfig, manifests: dict[str, dict], checkpoint: Path) -> None:
     """A resumed run must be the run that wrote the checkpoint, on the same data; only its length may grow."""
     state = json.loads((checkpoint / "state.json").read_text())
-    if state.get("dataset_sha256") != _manifest_hash(manifests[MAIN]):
+    if state.get("dataset_sha256") != manifest_sha256(manifests[MAIN]):
         raise ConfigError(
             f"--resume: the dataset in {config.data} changed since {checkpoint} was written (prepared again?), so "
             "the run cannot continue with the same data order: start a new output_dir"
         )
     # A dataset added to or dropped from `datasets` shows as a changed config below.
     for name, saved in state.get("datasets_sha256", {}).items():
-        if name in config.datasets and saved != _manifest_hash(manifests[name]):
+        if name in config.datasets and saved != manifest_sha256(manifests[name]):
             raise ConfigError(
                 f"--resume: the dataset {name} in {config.datasets[name]} changed since {checkpoint} was written "
                 "(prepared again?), so the run cannot continue with the same data: start a new output_dir"

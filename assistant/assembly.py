@@ -8,6 +8,7 @@ from pathlib import Path
 
 from assistant.audit import AuditLog
 from assistant.conversations import ConversationStore
+from assistant.evaluation.records import RunStore
 from assistant.service import Assistant
 from assistant.settings import Settings
 from retrieval import ChunkStore, Ingestor
@@ -54,6 +55,7 @@ def build_assistant(settings: Settings | None = None, *, embedder: LocalEmbeddin
         searcher=searcher,
         audit=audit,
         conversations=conversations,
+        evaluations=RunStore(settings.evaluations_dir),
     )
 
 

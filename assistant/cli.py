@@ -5,18 +5,25 @@ import getpass
 import json
 import os
 import sys
+from pathlib import Path
+
+from tqdm import tqdm
 
 from assistant.api.keys import ApiKeyStore
 from assistant.assembly import build_assistant
 from assistant.audit import AuditError
 from assistant.errors import AssistantError
-from assistant.service import Assistant
+from assistant.evaluation import report
+from assistant.evaluation.comparison import Gate, compare, parse_gate
+from assistant.evaluation.records import RunNotFound, read_run
+from assistant.evaluation.scoring import METRICS, label
+from assistant.service import EVALUATION_READER, Assistant
 from assistant.settings import Settings
 from assistant.types import Answer, Source, User
 from assistant.users import UserStore, UserStoreError
 from model import ModelLoadError
 from model.generators import GeneratorError
-from retrieval import EmbedderMismatch, InvalidGroupName, StoreLockedError
+from retrieval import ADMIN_GROUP, EmbedderMismatch, InvalidGroupName, StoreLockedError
 from retrieval.embedding import ModelNotFound
 
 
@@ -65,6 +72,36 @@ def _parser() -> argparse.ArgumentParser:
     remove_key.add_argument("name")
     keys_commands.add_parser("list", help="list keys, their users and groups")
 
+    evaluate = commands.add_parser(
+        "eval",
+        help="measure how well the right documents are found (and answered from) for a question file; each run is "
+        "kept, to compare with the next (README: Evaluating the assistant)",
+    )
+    evaluate.add_argument(
+        "questions",
+        nargs="?",
+        help='JSON lines: {"question": ..., "expected": ["glob or document id"], "answer": ..., "page": N, '
+        '"groups": [...]}',
+    )
+    evaluate.add_argument("--user", default=None, help="ask every question as this user (a portal account's groups)")
+    evaluate.add_argument(
+        "--group", action="append", default=[], help="ask every question as a member of this group (repeat)"
+    )
+    evaluate.add_argument("--k", type=int, default=5, help="passages scored per question (default 5)")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--compare", metavar="RUN", help="a kept run's id, 'latest' (on this file) or a run file")
+    evaluate.add_argument(
+        "--fail-below",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        type=_gate,
+        help="exit 1 when a figure is below VALUE, e.g. hit@5=0.9 (repeat); " + ", ".join(METRICS),
+    )
+    evaluate.add_argument("--no-answers", action="store_true", help="score the search only, not the answers")
+    evaluate.add_argument("--list", action="store_true", help="list the kept runs")
+    evaluate.add_argument("--show", metavar="RUN", help="print a kept run again")
+
     commands.add_parser(
         "reembed",
         help="re-embed every stored chunk with the configured embedding model (ASSISTANT_EMBEDDING_MODEL), after a "
@@ -81,6 +118,13 @@ def _add_reader(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--group", action="append", default=[], help="a group the user is in (repeat); 'admin' sees everything"
     )
+
+
+def _gate(text: str) -> Gate:
+    try:
+        return parse_gate(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _user(args: argparse.Namespace) -> User:
@@ -141,6 +185,116 @@ def run_keys(args: argparse.Namespace, store: ApiKeyStore) -> int:
     raise AssertionError(args.keys_command)
 
 
+def run_eval(args: argparse.Namespace, assistant: Assistant) -> int:
+    """0: every gate passed; 1: a figure is below its gate, or a line of the file was not a question; 2: no run."""
+    operator = User(getpass.getuser(), (ADMIN_GROUP,))  # who holds the data directory, and is audited by name
+    if args.list:
+        runs = assistant.evaluation_runs(operator)
+        if args.json:
+            print(json.dumps({"runs": [_run_row(run) for run in runs]}, indent=2))
+        for run in [] if args.json else runs:
+            row = _run_row(run)
+            print(
+                f"{row['id']}  {row['questions_file']}  {row['questions']} questions  "
+                + "  ".join(f"{name}={value:.3f}" for name, value in row["figures"].items())
+            )
+        return 0
+    if args.show:
+        shown = assistant.evaluation_run(args.show, operator)
+        print(
+            shown.model_dump_json(indent=1)
+            if args.json
+            else "\n".join([*report.summary(shown), *report.question_table(shown)])
+        )
+        return 0
+    if not args.questions:
+        raise ValueError("name a question file (or --list, or --show RUN): assistant eval QUESTIONS.jsonl")
+    path = Path(args.questions).expanduser()
+    data = path.read_bytes()
+    baseline = None
+    if args.compare:
+        # A run file from elsewhere (a staging installation) is the operator's own to read; an id or "latest" is a
+        # kept run of this installation.
+        compare_path = Path(args.compare).expanduser()
+        baseline = (
+            read_run(compare_path)
+            if compare_path.suffix == ".json" and compare_path.is_file()
+            else assistant.evaluation_run(args.compare, operator, questions_file=path.name)
+        )
+    bar = tqdm(desc="evaluating", unit="question", disable=args.json, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    with bar:
+        run = assistant.evaluate(
+            data,
+            path.name,
+            operator,
+            reader=_reader(args, assistant),
+            k=args.k,
+            answers=not args.no_answers,
+            progress=progress,
+        )
+    compared = compare(run, baseline) if baseline is not None else None
+    failures = [failure for gate in args.fail_below if (failure := gate.failure(run))]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "run": run.model_dump(mode="json"),
+                    "comparison": compared.to_dict(run.k) if compared else None,
+                    "gates": {"passed": not failures, "failures": failures},
+                },
+                indent=1,
+            )
+        )
+    else:
+        print("\n".join(report.summary(run)))
+        print()
+        print("\n".join(report.question_table(run)))
+        if compared is not None:
+            print()
+            print("\n".join(report.comparison(compared, run.k)))
+        print(f"\nkept as run {run.id} in {assistant.evaluations.directory} (compare a later run: --compare {run.id})")
+    for failure in failures:
+        print(f"assistant eval: below the gate: {failure}", file=sys.stderr)
+    if run.problems:
+        print(f"assistant eval: {len(run.problems)} line(s) of {path} were not asked (listed above)", file=sys.stderr)
+    return 1 if failures or run.problems else 0
+
+
+def _reader(args: argparse.Namespace, assistant: Assistant) -> User | None:
+    """Whom the questions are asked as: --group (as --user, or 'evaluation'); --user alone: that portal account's
+    groups; neither: each question's own groups."""
+    if args.group:
+        return User(args.user or EVALUATION_READER, tuple(args.group))
+    if args.user:
+        account = next(
+            (user for user in UserStore(assistant.settings.users_file).users() if user.name == args.user), None
+        )
+        if account is None:
+            raise ValueError(
+                f"{args.user} has no portal account in {assistant.settings.users_file}: name the groups to ask as "
+                "with --group"
+            )
+        return account
+    return None
+
+
+def _run_row(run) -> dict:
+    figures = {label(metric, run.k): run.figure(metric) for metric in METRICS if run.figure(metric) is not None}
+    return {
+        "id": run.id,
+        "started": run.started,
+        "questions_file": run.questions_file,
+        "questions": len(run.results),
+        "reader": run.reader,
+        "figures": figures,
+    }
+
+
 def run(args: argparse.Namespace, assistant: Assistant) -> int:
     if args.command == "ingest":
         # The operator's own shell paths: `../docs` means what it says here. The assistant refuses '..' in a path it
@@ -194,6 +348,9 @@ def run(args: argparse.Namespace, assistant: Assistant) -> int:
         print(f"deleted {info.path} ({info.chunks} chunks)")
         return 0
 
+    if args.command == "eval":
+        return run_eval(args, assistant)
+
     if args.command == "reembed":
         chunks = assistant.reembed(progress=True)
         print(f"re-embedded {chunks} chunks with {assistant.embedder.model_name}")
@@ -238,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         InvalidGroupName,
         AssistantError,
         AuditError,
-        FileNotFoundError,
+        RunNotFound,
+        OSError,  # a file named that is missing, a directory, unreadable
         ValueError,
     ) as exc:
         # The operator runs this on the server: the whole detail (paths, adapters), not the words for a reader.

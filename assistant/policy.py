@@ -55,6 +55,12 @@ def check_delete(user: User) -> None:
         raise NotPermitted("only administrators delete documents: ask one, or upload the file again to replace it")
 
 
+def check_evaluate(user: User) -> None:
+    """Evaluations are for administrators: a run asks as whichever readers it names, and keeps what they were shown."""
+    if not user.is_admin:
+        raise NotPermitted("only administrators run and read evaluations of the assistant")
+
+
 def check_metrics(user: User) -> None:
     """The service's counters (requests, refusals, ingestions) are for administrators and the monitoring group."""
     if not (user.is_admin or METRICS_GROUP in user.groups):

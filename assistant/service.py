@@ -1,10 +1,12 @@
 """The Assistant: the one object the CLI, the portal and the HTTP API talk to."""
 
+import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
@@ -16,11 +18,15 @@ from assistant import extractive, follow_ups, policy, runs
 from assistant.audit import AuditLog
 from assistant.conversations import TITLE_CHARS, Conversation, ConversationStore, StoredTurn
 from assistant.errors import InvalidRequest, NotFound, NotPermitted
+from assistant.evaluation.questions import Problem, QuestionFileError, read_questions
+from assistant.evaluation.records import LATEST, EvaluationRun, LineProblem, RunNotFound, RunStore, new_run_id
+from assistant.evaluation.scoring import by_kind, latency, score, summarise
 from assistant.originals import Original, OriginalMissing, read_original, render_page
 from assistant.policy import AdapterNotPermitted
 from assistant.settings import Settings
 from assistant.types import Answer, DocumentInfo, Health, Source, UploadResult, User
 from assistant.uploads import UPLOADS_DIR, Upload, folder_size, outcome_rows, save_uploads, user_folder
+from assistant.version import installed_version
 from model.generators import Generator, GeneratorError
 from model.generators import build as build_generator
 from model.prompt import Passage, Turn, build_prompt, passage_header, rewrite_prompt
@@ -56,6 +62,7 @@ class Assistant:
         searcher: Searcher,
         audit: AuditLog,
         conversations: ConversationStore,
+        evaluations: RunStore,
     ):
         self.settings = settings
         self.embedder = embedder  # may be shared (tests, one portal process with several stores)
@@ -64,6 +71,7 @@ class Assistant:
         self.searcher = searcher
         self.audit = audit
         self._conversations = conversations
+        self.evaluations = evaluations
         # Built on first use: loading a model takes seconds to minutes, and a command that only ingests needs none.
         self._generator: Generator | None = None
         self._generator_lock = threading.Lock()
@@ -340,26 +348,14 @@ class Assistant:
         # from what it learned elsewhere (or from documents an adapter was trained on).
         generator = self.generator if sources else None
         first_piece = None
-        if generator is None:
-            text = extractive.compose(
-                question_vector,
-                sources,
-                self.embedder.embed,
-                min_similarity=self.embedder.answer_similarity,
-                question=question,
-            )
-            yield from text.splitlines(keepends=True)
-            model, adapter = EXTRACTIVE_MODEL, None
-        else:
-            passages = [Passage(passage_header(s.path, s.location), s.text) for s in sources]
-            prompt = build_prompt(question, passages, [_brief_turn(turn) for turn in history])
-            pieces = []
-            for piece in generator.stream(prompt):
+        pieces = []
+        for piece in self._compose(generator, question, question_vector, sources, history):
+            if generator is not None:
                 first_piece = first_piece or time.perf_counter()
-                pieces.append(piece)
-                yield piece
-            text = "".join(pieces).strip()
-            model, adapter = generator.name, generator.adapter
+            pieces.append(piece)
+            yield piece
+        text = "".join(pieces) if generator is None else "".join(pieces).strip()
+        model, adapter = (EXTRACTIVE_MODEL, None) if generator is None else (generator.name, generator.adapter)
         done = time.perf_counter()
         timings = {
             "retrieve_ms": round((retrieved - started) * 1000, 1),
@@ -390,6 +386,28 @@ class Assistant:
             seconds=round(done - started, 3),
         )
         yield answer
+
+    def _compose(
+        self,
+        generator: Generator | None,
+        question: str,
+        question_vector: list[float],
+        sources: list[Source],
+        history: tuple[Turn, ...],
+    ) -> Iterator[str]:
+        """The answer's text in pieces: the model's, or without one the sources' own sentences that answer."""
+        if generator is None:
+            text = extractive.compose(
+                question_vector,
+                sources,
+                self.embedder.embed,
+                min_similarity=self.embedder.answer_similarity,
+                question=question,
+            )
+            yield from text.splitlines(keepends=True)
+            return
+        passages = [Passage(passage_header(s.path, s.location), s.text) for s in sources]
+        yield from generator.stream(build_prompt(question, passages, [_brief_turn(turn) for turn in history]))
 
     def _searched(
         self, question: str, history: tuple[Turn, ...], user: User, k: int
@@ -473,6 +491,155 @@ class Assistant:
             )
             raise
 
+    # --- evaluation ------------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        questions_file: bytes | str,
+        name: str,
+        by: User,
+        *,
+        reader: User | None = None,
+        k: int = 5,
+        answers: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> EvaluationRun:
+        """Asks every question of a question file (assistant/evaluation/questions.py) and scores what was found;
+        administrators only. The run is kept with a snapshot of what produced it, and audited.
+
+        Each question is asked as `reader`, or without one as a member of the groups its line names, so a run sees
+        only what those readers may read. `answers`: the assistant's answer is composed too, and checked for the
+        expected phrase and for a citation of an expected document.
+        """
+        policy.check_evaluate(by)
+        if not 1 <= k <= MAX_EVALUATION_K:
+            raise InvalidRequest(f"k is the number of passages scored per question, 1 to {MAX_EVALUATION_K}, not {k}")
+        self.audit.check()
+        try:
+            questions, problems = read_questions(questions_file, max_chars=MAX_QUESTION_CHARS)
+        except QuestionFileError as error:
+            raise InvalidRequest(f"{name}: {error}") from None
+        if reader is None:
+            # No group means no passage: such a line would score as a miss that says nothing of the search.
+            unasked = [question for question in questions if not question.groups]
+            problems += [
+                Problem(q.line, 'no groups to ask as: add "groups" to the line, or name a reader') for q in unasked
+            ]
+            questions = [question for question in questions if question.groups]
+            if not questions:
+                raise InvalidRequest(
+                    f'{name}: no question names the groups to ask as: add "groups" to its lines, or name a reader '
+                    "(a user, or groups)"
+                )
+        started, clock = datetime.now(UTC), time.perf_counter()
+        snapshot = self._snapshot()
+        generator_failed = None
+        results = []
+        if progress is not None:
+            progress(0, len(questions))
+        for done, question in enumerate(questions, 1):
+            asker = reader or User(EVALUATION_READER, question.groups)
+            searched = time.perf_counter()
+            vector, sources = self._search_as(question.question, asker, k)
+            latency_ms = (time.perf_counter() - searched) * 1000
+            reply, note = None, None
+            if answers and generator_failed is None:
+                try:
+                    policy.check_adapter(asker, self.adapter_audience(), str(self.settings.adapter))
+                    generator = self.generator if sources else None
+                    reply = "".join(self._compose(generator, question.question, vector, sources, ()))
+                except AdapterNotPermitted as refusal:
+                    note = f"not answered: {refusal.detail}"
+                except GeneratorError as error:
+                    # A server that is down would cost its timeout on every question: the rest are not answered.
+                    generator_failed = note = (
+                        f"the model failed at line {question.line}, so no later answer was checked: {error}"
+                    )
+            elif answers:
+                note = generator_failed
+            results.append(score(question, asker.groups, sources, latency_ms, reply, note))
+            if progress is not None:
+                progress(done, len(questions))
+        run = EvaluationRun(
+            id=new_run_id(started),
+            started=started.isoformat(timespec="seconds"),
+            seconds=round(time.perf_counter() - clock, 2),
+            by=by.id,
+            questions_file=name,
+            questions_sha256=hashlib.sha256(
+                questions_file.encode("utf-8") if isinstance(questions_file, str) else questions_file
+            ).hexdigest(),
+            k=k,
+            reader=_reader_words(reader),
+            answers=answers,
+            snapshot=snapshot,
+            metrics=summarise(results),
+            by_kind=by_kind(results),
+            latency_ms=latency(results),
+            results=results,
+            problems=[LineProblem(line=p.line, reason=p.reason) for p in sorted(problems, key=lambda p: p.line)],
+        )
+        self.evaluations.save(run)
+        shown = {(passage.doc_id, passage.path) for result in results for passage in result.found}
+        self.audit.record(
+            "evaluate",
+            by.id,
+            **_display_name(by),
+            run=run.id,
+            questions_file=name,
+            questions_sha256=run.questions_sha256,
+            questions=len(results),
+            asked_as=run.reader,
+            k=k,
+            hit=run.figure("hit"),
+            # Which documents the run's passages came from: the run file (under the data directory) has each one.
+            sources=[{"doc_id": doc_id, "path": path} for doc_id, path in sorted(shown)],
+        )
+        return run
+
+    def evaluation_runs(self, user: User) -> list[EvaluationRun]:
+        """The kept evaluation runs, oldest first; administrators only."""
+        policy.check_evaluate(user)
+        return self.evaluations.runs()
+
+    def evaluation_run(self, run_id: str, user: User, *, questions_file: str | None = None) -> EvaluationRun:
+        """A kept run by its id, or "latest": the newest run on `questions_file`; administrators only."""
+        policy.check_evaluate(user)
+        try:
+            if run_id == LATEST and questions_file is not None:
+                return self.evaluations.latest(questions_file)
+            return self.evaluations.load(run_id)
+        except RunNotFound as error:
+            raise NotFound(str(error)) from None
+
+    def _snapshot(self) -> dict:
+        """What produces an evaluation's figures, to tell two runs' settings apart. The chunking settings are the
+        current ones: a change of them reaches only the documents ingested after it."""
+        s = self.settings
+        documents = sorted((record.doc_id, record.content_hash) for record in self.store.all_documents())
+        model = {"local": s.model_path, "openai": s.openai_model}.get(s.generator)
+        return {
+            "version": installed_version(),
+            "embedding_model": self.embedder.model_name,
+            "embedding_precision": s.embedding_precision,
+            "search_mode": s.search_mode,
+            "fusion": s.fusion if s.search_mode == "hybrid" else None,
+            "search_candidates": s.search_candidates,
+            "bm25_avg_len": s.bm25_avg_len,
+            "reranker": s.reranker,
+            "rerank_candidates": s.rerank_candidates if s.reranker else None,
+            "rerank_weight": s.rerank_weight if s.reranker else None,
+            "chunk_size": s.chunk_size,
+            "chunk_overlap": s.chunk_overlap,
+            "generator": s.generator,
+            "model": None if model is None else str(model),
+            "adapter": None if s.adapter is None else str(s.adapter),
+            "documents": len(documents),
+            "chunks": self.store.count_chunks(),
+            # Changes when any document is added, removed or changed: two runs over the same documents share it.
+            "documents_sha256": hashlib.sha256("\n".join(f"{d} {h}" for d, h in documents).encode()).hexdigest(),
+        }
+
     # --- operations ------------------------------------------------------------------------
 
     def health(self) -> Health:
@@ -555,6 +722,9 @@ TURN_ANSWER_CHARS = 1000
 
 # How many of a standalone search's passages are checked for one that answers (each is embedded again).
 ANSWER_CHECK_PASSAGES = 3
+# Who an evaluation's questions are asked as when the run names nobody: the groups come from each question's line.
+EVALUATION_READER = "evaluation"
+MAX_EVALUATION_K = 100
 
 
 def _brief_turn(turn: Turn) -> Turn:
@@ -664,6 +834,12 @@ def _moved(record: DocumentRecord, error: Exception) -> NotFound:
         "the document's file is no longer where it was indexed from: an administrator can index it again",
         detail=f"{record.path}: {error}",
     )
+
+
+def _reader_words(reader: User | None) -> str:
+    if reader is None:
+        return "each question's groups"
+    return f"{reader.name} ({', '.join(reader.groups) or 'no groups'})"
 
 
 def _display_name(user: User) -> dict[str, str]:

@@ -36,6 +36,7 @@ class Settings(InstallationSettings, GeneratorSettings):
     # Each user's portal conversations (default under data_dir), and how long one is kept after its last question.
     conversations_dir: Path | None = None
     conversation_retention_days: int = Field(default=90, ge=1)
+    evaluations_dir: Path | None = None  # `assistant eval` runs, one JSON file each (default under data_dir)
 
     # Loopback by default: the portal is reached through the organisation's reverse proxy (TLS), not directly.
     portal_address: str = "127.0.0.1"
@@ -136,3 +137,5 @@ class Settings(InstallationSettings, GeneratorSettings):
             self.runs_dir = self.data_dir / "runs"
         if self.conversations_dir is None:
             self.conversations_dir = self.data_dir / "conversations"
+        if self.evaluations_dir is None:
+            self.evaluations_dir = self.data_dir / "evaluations"

@@ -12,6 +12,7 @@ shared with. Per mode, over the top k passages:
 - share@k: the share of the k passages that come from an expected document;
 - figure@k: the expected figure or phrase appears in a passage's text (case and spacing ignored);
 - page@k: a passage from the first expected document on the expected page;
+(scored by the assistant's own evaluation, assistant/evaluation/, as `assistant eval` scores them);
 - ingestion pages/s (end to end: reading, OCR where a page needs it, chunking, embedding, writing) and search p50.
 
 Each also by question kind (table, edition, multi, prose, ocr). The question sets and how they were written are in
@@ -22,15 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import pypdfium2 as pdfium
 
 from assistant import Assistant, User, build_assistant
+from assistant.evaluation.records import EvaluationRun
 from benchmarks.beir import MODES, mode_settings
 from retrieval.embedding import LocalEmbedding
 
@@ -41,12 +41,9 @@ QUESTIONS = sorted((ROOT / "benchmarks" / "questions").glob("*.jsonl"))
 GROUP = "benchmark"
 
 
-def read_questions(files: list[Path]) -> list[dict]:
-    questions = []
-    for file in files:
-        with open(file, encoding="utf-8") as lines:
-            questions += [json.loads(line) for line in lines if line.strip()]
-    return questions
+def read_questions(files: list[Path]) -> str:
+    """The question files as one file, in the format `assistant eval` reads."""
+    return "".join(file.read_text(encoding="utf-8").rstrip("\n") + "\n" for file in files)
 
 
 def pages_in(folders: list[Path]) -> int:
@@ -58,51 +55,19 @@ def pages_in(folders: list[Path]) -> int:
     return total
 
 
-def _normal(text: str) -> str:
-    return " ".join(text.lower().split())
+def run(assistant: Assistant, questions: str, k: int) -> EvaluationRun:
+    """The questions scored by the assistant's own evaluation (assistant/evaluation/), as a member of the group."""
+    reader = User("benchmark", (GROUP,))
+    assistant.search("warm-up", reader, k=k)
+    return assistant.evaluate(questions, "benchmark", User("benchmark", ("admin",)), reader=reader, k=k, answers=False)
 
 
-def score(question: dict, sources: list) -> dict[str, float]:
-    expected = set(question["expected"])
-    names = [Path(source.path).name for source in sources]
-    from_expected = [name in expected for name in names]
-    answer = _normal(question.get("answer") or "")
-    first = question["expected"][0]
+def rows(run: EvaluationRun) -> dict[str, dict[str, float]]:
+    """Per kind (and "all"): n and each figure."""
+    figures = {"all": run.metrics, **run.by_kind}
     return {
-        "hit": float(any(from_expected)),
-        "share": sum(from_expected) / len(sources) if sources else 0.0,
-        "figure": float(bool(answer) and any(answer in _normal(source.text) for source in sources)),
-        "page": float(
-            any(name == first and source.page == question.get("page") for name, source in zip(names, sources))
-        ),
-    }
-
-
-def run(assistant: Assistant, questions: list[dict], k: int) -> tuple[list[dict], list[float]]:
-    user = User("benchmark", (GROUP,))
-    assistant.search("warm-up", user, k=k)
-    results, latencies = [], []
-    for question in questions:
-        started = time.perf_counter()
-        sources = assistant.search(question["question"], user, k=k)
-        latencies.append((time.perf_counter() - started) * 1000)
-        found = [f"{Path(s.path).name} p.{s.page}" for s in sources]
-        results.append({**question, "scores": score(question, sources), "found": found})
-    return results, latencies
-
-
-def summary(results: list[dict]) -> dict[str, dict[str, float]]:
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for result in results:
-        groups["all"].append(result)
-        for kind in result.get("kind", []):
-            groups[kind].append(result)
-    return {
-        name: {
-            "n": len(items),
-            **{m: statistics.fmean(r["scores"][m] for r in items) for m in ("hit", "share", "figure", "page")},
-        }
-        for name, items in groups.items()
+        name: {"n": measured["hit"].n, **{m: measured[m].value or 0.0 for m in ("hit", "share", "answer", "page")}}
+        for name, measured in figures.items()
     }
 
 
@@ -120,6 +85,7 @@ def main() -> None:
     if missing := [str(folder) for folder in folders if not folder.is_dir()]:
         raise SystemExit(f"the real corpora are missing: {', '.join(missing)} (see ../shared/data/README.md)")
     questions = read_questions(args.questions or QUESTIONS)
+    count = sum(1 for line in questions.splitlines() if line.strip())
     pages = pages_in(folders)
     with tempfile.TemporaryDirectory(dir=args.work) as work:
         store = Path(work) / "store"
@@ -132,18 +98,18 @@ def main() -> None:
             print(f"refused: {failure}")
         print(
             f"ingested {len(report.added)} files, {pages} pages, {report.chunks} chunks in {seconds:.1f} s: "
-            f"{pages / seconds:.2f} pages/s; {len(report.failed)} refused; {len(questions)} questions"
+            f"{pages / seconds:.2f} pages/s; {len(report.failed)} refused; {count} questions"
         )
         everything = {}
         for mode in modes:
             with build_assistant(mode_settings(mode, store), embedder=embedder) as assistant:
-                results, latencies = run(assistant, questions, args.k)
-            everything[mode] = results
-            print(f"{mode}: search p50 {statistics.median(latencies):.1f} ms")
+                scored = run(assistant, questions, args.k)
+            everything[mode] = scored.model_dump(mode="json")["results"]
+            print(f"{mode}: search p50 {scored.latency_ms['p50']:.1f} ms")
             print(f"| kind | n | hit@{args.k} | share@{args.k} | figure@{args.k} | page@{args.k} |")
-            for name, row in sorted(summary(results).items(), key=lambda item: (item[0] != "all", item[0])):
+            for name, row in sorted(rows(scored).items(), key=lambda item: (item[0] != "all", item[0])):
                 print(
-                    f"| {name} | {row['n']} | {row['hit']:.2f} | {row['share']:.2f} | {row['figure']:.2f} | "
+                    f"| {name} | {row['n']} | {row['hit']:.2f} | {row['share']:.2f} | {row['answer']:.2f} | "
                     f"{row['page']:.2f} |"
                 )
         if args.json:

@@ -606,13 +606,14 @@ def verify() -> int:
         if not line.strip():
             continue
         q = json.loads(line)
-        path = SAMPLES_DIR / q["expected_path"]
+        [expected] = q["expected"]
+        path = SAMPLES_DIR / expected
         if path not in cache:
             cache[path] = re.sub(r"\s+", " ", extract_text(path))
-        phrase = re.sub(r"\s+", " ", q["answer_contains"])
+        phrase = re.sub(r"\s+", " ", q["answer"])
         ok = phrase in cache[path]
         failures += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} line {n}: {q['expected_path']}: {phrase!r}")
+        print(f"{'ok  ' if ok else 'FAIL'} line {n}: {expected}: {phrase!r}")
     print(f"{failures} failure(s)")
     return 1 if failures else 0
 

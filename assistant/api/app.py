@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from fastapi import FastAPI
 
 from assistant.api import errors
@@ -18,6 +16,7 @@ from assistant.api.routes import chat, documents, ops, questions
 from assistant.api.state import ApiState, CachedHealth
 from assistant.service import Assistant
 from assistant.settings import Settings
+from assistant.version import installed_version
 
 # What a multipart upload adds to its files: boundaries, part headers and the `groups` fields.
 MULTIPART_ALLOWANCE = 1024 * 1024
@@ -40,7 +39,7 @@ def create_app(assistant: Assistant, keys: ApiKeyStore, settings: Settings | Non
     metrics = Metrics()
     app = FastAPI(
         title="On-prem assistant",
-        version=_version(),
+        version=installed_version(),
         description=DESCRIPTION,
         # The interactive pages load their scripts from a public CDN: in a data centre without internet access they
         # would not work, and where it has some, every visit would tell the CDN. The document itself is served.
@@ -83,10 +82,3 @@ def create_app(assistant: Assistant, keys: ApiKeyStore, settings: Settings | Non
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=[route for r in routers for route in r.routes])
     return app
-
-
-def _version() -> str:
-    try:
-        return version("onprem-assistant")
-    except PackageNotFoundError:  # run from a source tree that was not installed
-        return "0"

@@ -14,7 +14,7 @@ from assistant.assembly import build_assistant
 from assistant.audit import AuditError
 from assistant.errors import AssistantError
 from assistant.evaluation import report
-from assistant.evaluation.comparison import Gate, compare, parse_gate
+from assistant.evaluation.comparison import Threshold, compare, parse_threshold, slower
 from assistant.evaluation.records import RunNotFound, read_run
 from assistant.evaluation.scoring import METRICS, label
 from assistant.service import EVALUATION_READER, Assistant
@@ -95,8 +95,19 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="METRIC=VALUE",
-        type=_gate,
+        type=_threshold,
         help="exit 1 when a figure is below VALUE, e.g. hit@5=0.9 (repeat); " + ", ".join(METRICS),
+    )
+    evaluate.add_argument(
+        "--max-drop",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        type=_threshold,
+        help="with --compare: exit 1 when a figure fell by more than VALUE, e.g. mrr=0.02 (repeat)",
+    )
+    evaluate.add_argument(
+        "--max-p95-ms", type=float, default=None, metavar="MS", help="exit 1 when the search's p95 latency is above MS"
     )
     evaluate.add_argument("--no-answers", action="store_true", help="score the search only, not the answers")
     evaluate.add_argument("--list", action="store_true", help="list the kept runs")
@@ -120,9 +131,9 @@ def _add_reader(command: argparse.ArgumentParser) -> None:
     )
 
 
-def _gate(text: str) -> Gate:
+def _threshold(text: str) -> Threshold:
     try:
-        return parse_gate(text)
+        return parse_threshold(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -209,6 +220,8 @@ def run_eval(args: argparse.Namespace, assistant: Assistant) -> int:
         return 0
     if not args.questions:
         raise ValueError("name a question file (or --list, or --show RUN): assistant eval QUESTIONS.jsonl")
+    if args.max_drop and not args.compare:
+        raise ValueError("--max-drop needs a run to compare with: add --compare RUN (or --compare latest)")
     path = Path(args.questions).expanduser()
     data = path.read_bytes()
     baseline = None
@@ -238,7 +251,12 @@ def run_eval(args: argparse.Namespace, assistant: Assistant) -> int:
             progress=progress,
         )
     compared = compare(run, baseline) if baseline is not None else None
-    failures = [failure for gate in args.fail_below if (failure := gate.failure(run))]
+    failures = [
+        *(threshold.below(run) for threshold in args.fail_below),
+        *(threshold.dropped(run, baseline) for threshold in args.max_drop),
+        slower(run, args.max_p95_ms) if args.max_p95_ms is not None else None,
+    ]
+    failures = [failure for failure in failures if failure]
     if args.json:
         print(
             json.dumps(

@@ -11,7 +11,7 @@ from conftest import SAMPLES
 
 from assistant import NotPermitted, Settings, User, build_assistant, cli
 from assistant.audit import AuditLog
-from assistant.evaluation.comparison import parse_gate
+from assistant.evaluation.comparison import parse_threshold
 from assistant.evaluation.questions import Question, read_questions
 from assistant.evaluation.scoring import cited_numbers, normal
 from assistant.users import UserStore
@@ -212,7 +212,14 @@ def test_compare_and_the_regression_gate_on_two_runs_with_different_settings(run
     assert code == 0, err
     assert f"compared with run {first['id']}" in out and "search_mode: hybrid -> sparse" in out
     code, _, err = run_cli(*argv, "--fail-below", "hit@10=0.5")
-    assert code == 1 and "hit@10 was not measured: this run took the top 5" in err
+    assert code == 1 and "hit@10 was not measured: the run took the top 5" in err
+    # against the first run: hit@5 fell by 0.375; share@5 by less than 0.5
+    drops = ["--max-drop", "hit@5=0.1", "--max-drop", "share=0.5", "--max-p95-ms", "0.001"]
+    code, _, err = run_cli(*argv, "--compare", first["id"], *drops)
+    assert code == 1 and "hit@5 fell by 0.375 (1.000 -> 0.625), more than 0.1" in err and "share" not in err
+    assert "search p95 is" in err and "above 0.001 ms" in err
+    code, _, err = run_cli("eval", file, "--max-drop", "hit=0.1")
+    assert code == 2 and "--max-drop needs a run to compare with" in err
     with pytest.raises(SystemExit) as refused:
         run_cli(*argv, "--fail-below", "recall=0.5")
     assert refused.value.code == 2 and "METRIC one of hit, share" in capsys.readouterr().err
@@ -313,6 +320,6 @@ def test_question_lines_and_gates_read_as_documented():
     assert not matching.expects("x", "/srv/docs/hr/expense-policy.pdf")
     assert matching.expects("x", "/srv/docs/a.md") and not matching.expects("x", "/other/srv/docs/a.md")
     assert matching.expects("abc123", "/anything.txt")
-    assert parse_gate("hit@5=0.9").k == 5 and parse_gate(" MRR = .5 ").minimum == 0.5
+    assert parse_threshold("hit@5=0.9").k == 5 and parse_threshold(" MRR = .5 ").value == 0.5
     with pytest.raises(ValueError, match="METRIC=VALUE"):
-        parse_gate("hit>0.9")
+        parse_threshold("hit>0.9")

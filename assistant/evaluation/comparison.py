@@ -126,40 +126,66 @@ def _changes(before: QuestionResult, after: QuestionResult) -> tuple[str, list[s
     return ("better" if not worse else "worse" if not better else "mixed"), words
 
 
-# --- the gate ---------------------------------------------------------------------------------
+# --- the gates -------------------------------------------------------------------------------
 
-_GATE = re.compile(r"\s*([A-Za-z_]+)(?:@(\d+))?\s*=\s*([0-9]*\.?[0-9]+)\s*")
+_THRESHOLD = re.compile(r"\s*([A-Za-z_]+)(?:@(\d+))?\s*=\s*([0-9]*\.?[0-9]+)\s*")
 
 
 @dataclass(frozen=True)
-class Gate:
-    metric: str
-    minimum: float
-    k: int | None = None  # as written (hit@5): must be the run's k
+class Threshold:
+    """`hit@5=0.9` as written on the command line: a figure, the k it was written for (if any), and a value."""
 
-    def failure(self, run: EvaluationRun) -> str | None:
-        """Why the run fails this gate, or None when it passes."""
-        name = label(self.metric, run.k)
-        if self.k is not None and self.k != run.k:
-            return f"{self.metric}@{self.k} was not measured: this run took the top {run.k} (--k {self.k})"
-        value = run.figure(self.metric)
-        if value is None:
-            return f"{name} was not measured: no question in the file {_needs(self.metric)}"
-        if value < self.minimum:
-            return f"{name} is {value:.3f}, below {self.minimum:g}"
+    metric: str
+    value: float
+    k: int | None = None
+
+    def below(self, run: EvaluationRun) -> str | None:
+        """Why the run's figure is under this floor (`--fail-below`), or None when it is not."""
+        figure, unmeasured = self._figure(run)
+        if unmeasured:
+            return unmeasured
+        if figure < self.value:
+            return f"{label(self.metric, run.k)} is {figure:.3f}, below {self.value:g}"
         return None
 
+    def dropped(self, run: EvaluationRun, baseline: EvaluationRun) -> str | None:
+        """Why the run's figure fell further than this from the baseline's (`--max-drop`), or None."""
+        figure, unmeasured = self._figure(run)
+        before, before_unmeasured = self._figure(baseline)
+        if unmeasured or before_unmeasured:
+            return unmeasured or f"{before_unmeasured} in the run compared with"
+        if before - figure > self.value + 1e-12:
+            return (
+                f"{label(self.metric, run.k)} fell by {before - figure:.3f} ({before:.3f} -> {figure:.3f}), "
+                f"more than {self.value:g}"
+            )
+        return None
 
-def parse_gate(text: str) -> Gate:
-    """`hit@5=0.9`, `mrr=0.5`: a figure and the least it may be."""
-    match = _GATE.fullmatch(text)
+    def _figure(self, run: EvaluationRun) -> tuple[float, str | None]:
+        if self.k is not None and self.k != run.k:
+            return 0.0, f"{self.metric}@{self.k} was not measured: the run took the top {run.k} (--k {self.k})"
+        value = run.figure(self.metric)
+        if value is None:
+            return 0.0, f"{label(self.metric, run.k)} was not measured: no question in the file {_needs(self.metric)}"
+        return value, None
+
+
+def parse_threshold(text: str) -> Threshold:
+    """`hit@5=0.9`, `mrr=0.5`: a figure and a value."""
+    match = _THRESHOLD.fullmatch(text)
     metric = match.group(1).lower() if match else None
     if match is None or metric not in METRICS:
         raise ValueError(
-            f"a gate is METRIC=VALUE with METRIC one of {', '.join(METRICS)} (optionally @k, as in "
-            f"hit@5=0.9), not {text!r}"
+            f"a gate is METRIC=VALUE with METRIC one of {', '.join(METRICS)} (optionally @k, as in hit@5=0.9), "
+            f"not {text!r}"
         )
-    return Gate(metric, float(match.group(3)), int(match.group(2)) if match.group(2) else None)
+    return Threshold(metric, float(match.group(3)), int(match.group(2)) if match.group(2) else None)
+
+
+def slower(run: EvaluationRun, max_p95_ms: float) -> str | None:
+    """Why the run's search is slower than allowed (`--max-p95-ms`), or None."""
+    p95 = run.latency_ms.get("p95")
+    return f"search p95 is {p95:.1f} ms, above {max_p95_ms:g} ms" if p95 is not None and p95 > max_p95_ms else None
 
 
 def _needs(metric: str) -> str:

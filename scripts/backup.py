@@ -12,7 +12,7 @@ file ASSISTANT_CONFIG names), so the script acts on the installation those setti
   through its API; with the embedded store, a copy of its two shards made while holding their locks, so no process
   writes them meanwhile (one that has the store open makes the backup refuse, and naming it is all there is to do);
 - the audit log, its archives (and any older numbered copies) and its hashing key; the portal's accounts; the API
-  keys; the portal's uploads.
+  keys; the portal's uploads; the kept evaluation runs (`assistant eval`), the baseline of the next upgrade's check.
 
 DEST/manifest.json lists every file with its size and SHA-256. `verify` and `restore` check all of them before
 anything is touched, and `restore` never deletes: a file or embedded shard it replaces is moved aside with a
@@ -79,6 +79,7 @@ class Installation:
     data_dir: Path
     audit_log: Path
     state: dict[str, Path]  # role (a default file name) -> the file it is in this installation
+    evaluations: Path
 
     @classmethod
     def from_settings(cls, settings) -> Installation:
@@ -97,6 +98,7 @@ class Installation:
             data_dir=Path(settings.data_dir),
             audit_log=audit,
             state=state,
+            evaluations=Path(getattr(settings, "evaluations_dir", None) or Path(settings.data_dir) / "evaluations"),
         )
 
     @property
@@ -106,6 +108,11 @@ class Installation:
     @property
     def uploads(self) -> Path:
         return self.data_dir / "uploads"  # assistant/uploads.py keeps each user's uploads below it
+
+    @property
+    def folders(self) -> dict[str, Path]:
+        """The folders backed up file by file, by the name their files have in a backup."""
+        return {"uploads": self.uploads, "evaluations": self.evaluations}
 
     def state_path(self, role: str) -> Path:
         if role in self.state:
@@ -505,13 +512,13 @@ def backup_state(installation: Installation, partial: Path, manifest: Manifest) 
                     key = f"state/{role}"
                     size, digest = _copy(path, partial / key)
                     manifest.files[key] = {"size": size, "sha256": digest}
-    if installation.uploads.is_dir():
-        for directory, _, names in os.walk(installation.uploads):
+    for top, folder in installation.folders.items():
+        for directory, _, names in os.walk(folder):
             for name in sorted(names):
                 source = Path(directory) / name
                 if source.is_symlink() or not source.is_file():
-                    continue  # the portal writes only regular files here
-                key = str(PurePosixPath("uploads", *source.relative_to(installation.uploads).parts))
+                    continue  # the assistant writes only regular files here
+                key = str(PurePosixPath(top, *source.relative_to(folder).parts))
                 size, digest = _copy(source, partial / key)
                 manifest.files[key] = {"size": size, "sha256": digest}
 
@@ -557,9 +564,9 @@ def restore_state(installation: Installation, backup: Path, manifest: dict, stam
         target = installation.state_path(role)
         with _file_lock(target):
             _put(backup / key, target, files[key]["sha256"], stamp, done)
-    for key in sorted(key for key in files if key.startswith("uploads/")):
-        target = installation.uploads.joinpath(*PurePosixPath(key).parts[1:])
-        _put(backup / key, target, files[key]["sha256"], stamp, done)
+    for top, folder in installation.folders.items():
+        for key in sorted(key for key in files if key.startswith(f"{top}/")):
+            _put(backup / key, folder.joinpath(*PurePosixPath(key).parts[1:]), files[key]["sha256"], stamp, done)
 
 
 # --- the backup directory ------------------------------------------------------------------------------------------
@@ -609,7 +616,7 @@ def read_manifest(backup: Path) -> dict:
             (top == "store" and store["kind"] == "server" and key in snapshots)
             or (top == "store" and store["kind"] == "embedded" and rest.split("/")[0] in (CHUNKS, RECORDS))
             or (top == "state" and _STATE_ROLES.fullmatch(rest) is not None and key in files)
-            or (top == "uploads" and bool(rest) and key in files)
+            or (top in ("uploads", "evaluations") and bool(rest) and key in files)
         )
         if not allowed:
             problems.append(f"{key} is not part of a backup")

@@ -97,12 +97,21 @@ def embedded(embedder, tmp_path_factory):
             searched = [(source.path, source.text) for source in assistant.search(QUESTION, ana)]
             assistant.ask(QUESTION, ana)
             documents = [(doc.path, doc.groups) for doc in assistant.documents(admin)]
+            question = {"question": QUESTION, "expected": ["public/employee-handbook.md"], "groups": ["staff"]}
+            run = assistant.evaluate(json.dumps(question), "questions.jsonl", admin, k=3, answers=False)
         UserStore(settings.users_file).add("ana", "correct horse battery", ["staff"])
         upload = data / "uploads" / "ana" / "notes.txt"
         upload.parent.mkdir(parents=True)
         upload.write_text("an uploaded file\n")
         assert _run("create", root / "backup") == 0
-    return {"root": root, "data": data, "backup": root / "backup", "searched": searched, "documents": documents}
+    return {
+        "root": root,
+        "data": data,
+        "backup": root / "backup",
+        "searched": searched,
+        "documents": documents,
+        "evaluation": run.id,
+    }
 
 
 def _restore_env(monkeypatch, data: Path) -> None:
@@ -146,6 +155,9 @@ def test_an_embedded_store_comes_back_whole_with_its_audit_log_accounts_and_uplo
         ]
     assert UserStore(settings.users_file).authenticate("ana", "correct horse battery") is not None
     assert (data / "uploads" / "ana" / "notes.txt").read_text() == "an uploaded file\n"
+    with build_assistant(settings, embedder=embedder) as assistant:
+        # the kept evaluation, the baseline an upgrade's `assistant eval --compare` needs
+        assert assistant.evaluation_run(embedded["evaluation"], User("root", ("admin",))).metrics["hit"].n == 1
 
 
 def test_the_backup_is_private_and_lists_every_file_with_its_hash(embedded):
@@ -157,7 +169,8 @@ def test_the_backup_is_private_and_lists_every_file_with_its_hash(embedded):
         "collections": {"chunks": "documents", "records": "documents_documents"},
     }
     files = manifest["files"]
-    assert {"state/audit.jsonl", "state/audit.jsonl.key", "state/users.yaml", "uploads/ana/notes.txt"} <= set(files)
+    kept = {"state/audit.jsonl", "state/audit.jsonl.key", "state/users.yaml", "uploads/ana/notes.txt"}
+    assert kept | {f"evaluations/{embedded['evaluation']}.json"} <= set(files)
     assert any(name.startswith("store/chunks/segments/") for name in files)
     assert any(name.startswith("store/records/wal/") for name in files)
     for name, entry in files.items():

@@ -19,7 +19,7 @@ from assistant.audit import AuditLog
 from assistant.conversations import TITLE_CHARS, Conversation, ConversationStore, StoredTurn
 from assistant.errors import InvalidRequest, NotFound, NotPermitted
 from assistant.evaluation.questions import Problem, QuestionFileError, read_questions
-from assistant.evaluation.records import LATEST, EvaluationRun, LineProblem, RunNotFound, RunStore, new_run_id
+from assistant.evaluation.records import LATEST, EvaluationRun, RunNotFound, RunStore, new_run_id
 from assistant.evaluation.scoring import by_kind, latency, score, summarise
 from assistant.originals import Original, OriginalMissing, read_original, render_page
 from assistant.policy import AdapterNotPermitted
@@ -495,7 +495,7 @@ class Assistant:
 
     def evaluate(
         self,
-        questions_file: bytes | str,
+        data: bytes | str,
         name: str,
         by: User,
         *,
@@ -504,7 +504,8 @@ class Assistant:
         answers: bool = True,
         progress: Callable[[int, int], None] | None = None,
     ) -> EvaluationRun:
-        """Asks every question of a question file (assistant/evaluation/questions.py) and scores what was found;
+        """Asks every question of the question file `data`, called `name` (its format: assistant/evaluation/questions.py),
+        and scores what was found;
         administrators only. The run is kept with a snapshot of what produced it, and audited.
 
         Each question is asked as `reader`, or without one as a member of the groups its line names, so a run sees
@@ -516,14 +517,15 @@ class Assistant:
             raise InvalidRequest(f"k is the number of passages scored per question, 1 to {MAX_EVALUATION_K}, not {k}")
         self.audit.check()
         try:
-            questions, problems = read_questions(questions_file, max_chars=MAX_QUESTION_CHARS)
+            questions, problems = read_questions(data, max_chars=MAX_QUESTION_CHARS)
         except QuestionFileError as error:
             raise InvalidRequest(f"{name}: {error}") from None
         if reader is None:
             # No group means no passage: such a line would score as a miss that says nothing of the search.
             unasked = [question for question in questions if not question.groups]
             problems += [
-                Problem(q.line, 'no groups to ask as: add "groups" to the line, or name a reader') for q in unasked
+                Problem(line=q.line, reason='no groups to ask as: add "groups" to the line, or name a reader')
+                for q in unasked
             ]
             questions = [question for question in questions if question.groups]
             if not questions:
@@ -566,9 +568,7 @@ class Assistant:
             seconds=round(time.perf_counter() - clock, 2),
             by=by.id,
             questions_file=name,
-            questions_sha256=hashlib.sha256(
-                questions_file.encode("utf-8") if isinstance(questions_file, str) else questions_file
-            ).hexdigest(),
+            questions_sha256=hashlib.sha256(data.encode("utf-8") if isinstance(data, str) else data).hexdigest(),
             k=k,
             reader=_reader_words(reader),
             answers=answers,
@@ -577,7 +577,7 @@ class Assistant:
             by_kind=by_kind(results),
             latency_ms=latency(results),
             results=results,
-            problems=[LineProblem(line=p.line, reason=p.reason) for p in sorted(problems, key=lambda p: p.line)],
+            problems=sorted(problems, key=lambda problem: problem.line),
         )
         self.evaluations.save(run)
         shown = {(passage.doc_id, passage.path) for result in results for passage in result.found}

@@ -12,7 +12,6 @@ as (when the run names no reader), `kind` free labels the report breaks the figu
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Annotated
 
@@ -58,9 +57,10 @@ class Question(BaseModel):
         return self.page is not None and page == self.page and _matches(doc_id, path, self.expected[0])
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(BaseModel):
     """A line of the file that is not a question, and why: the run goes on without it, and reports it."""
+
+    model_config = ConfigDict(frozen=True)
 
     line: int
     reason: str
@@ -92,19 +92,23 @@ def read_questions(data: bytes | str, *, max_chars: int) -> tuple[list[Question]
         try:
             fields = json.loads(line)
         except ValueError as error:
-            problems.append(Problem(number, f"not JSON ({error})"))
+            problems.append(Problem(line=number, reason=f"not JSON ({error})"))
             continue
         if not isinstance(fields, dict):
-            problems.append(Problem(number, 'not a JSON object: each line is {"question": ..., "expected": [...]}'))
+            problems.append(
+                Problem(line=number, reason='not a JSON object: each line is {"question": ..., "expected": [...]}')
+            )
             continue
         try:
             question = Question.model_validate({**fields, "line": number})
         except ValidationError as error:
-            problems.append(Problem(number, _reasons(error)))
+            problems.append(Problem(line=number, reason=_reasons(error)))
             continue
         if len(question.question) > max_chars:
             problems.append(
-                Problem(number, f"the question has {len(question.question):,} characters, over {max_chars:,}")
+                Problem(
+                    line=number, reason=f"the question has {len(question.question):,} characters, over {max_chars:,}"
+                )
             )
             continue
         questions.append(question)

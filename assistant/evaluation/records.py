@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from assistant.evaluation.questions import Problem
 from assistant.evaluation.scoring import Measured, QuestionResult
 from assistant.files import write_private
 
@@ -17,11 +18,6 @@ _ID = re.compile(r"\d{8}-\d{6}-\d{3}-[0-9a-f]{4}")
 LATEST = "latest"
 
 Setting = str | int | float | bool | None
-
-
-class LineProblem(BaseModel):
-    line: int
-    reason: str
 
 
 class EvaluationRun(BaseModel):
@@ -40,7 +36,7 @@ class EvaluationRun(BaseModel):
     by_kind: dict[str, dict[str, Measured]] = {}
     latency_ms: dict[str, float]
     results: list[QuestionResult]
-    problems: list[LineProblem] = []
+    problems: list[Problem] = []  # the lines that were not asked
 
     def figure(self, metric: str) -> float | None:
         measured = self.metrics.get(metric)

@@ -35,6 +35,7 @@ pages = {
 if user.is_admin:
     pages["Administration"] = [
         st.Page("views/finetuning.py", title="Fine-tuning"),
+        st.Page("views/evaluation.py", title="Evaluation"),
         st.Page("views/audit.py", title="Audit"),
     ]
 

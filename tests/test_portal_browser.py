@@ -7,6 +7,7 @@ chromium and chromium-driver where it can (apt); where it could not, this test s
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import shutil
 import socket
@@ -102,7 +103,7 @@ def portal(tmp_path_factory, embedder, listener):
     """A portal over the samples (staff and hr documents) and one staff document holding a Markdown image and an HTML
     image pointing at the listener, with one staff user, served on a free loopback port. One server for the module:
     starting one takes half a minute."""
-    from assistant import Settings, build_assistant
+    from assistant import Settings, User, build_assistant
     from assistant.users import UserStore
 
     root = tmp_path_factory.mktemp("portal")
@@ -117,7 +118,12 @@ def portal(tmp_path_factory, embedder, listener):
     with build_assistant(Settings(data_dir=data_dir), embedder=embedder) as assistant:
         assert assistant.ingest([ROOT / "samples" / "public", docs], groups=["staff"]).ok
         assert assistant.ingest([ROOT / "samples" / "hr"], groups=["hr"]).ok
+        # Two kept evaluation runs, whose passages (the beacons among them) the Evaluation page shows an admin.
+        parking = {"question": "How are parking permits issued?", "expected": ["parking.md"], "groups": ["staff"]}
+        for k in (5, 3):
+            assistant.evaluate(json.dumps(parking), "parking.jsonl", User("root", ("admin",)), k=k)
     UserStore(data_dir / "users.yaml").add("ana", PASSWORD, ["staff"])
+    UserStore(data_dir / "users.yaml").add("root", PASSWORD, ["admin"])
     with _serve(data_dir) as url:
         yield url
 
@@ -149,6 +155,20 @@ def browser(tmp_path):
     driver.quit()
 
 
+def _sign_in(browser, portal: str, user: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(portal)
+    name = WebDriverWait(browser, 60).until(
+        ready.element_to_be_clickable((By.CSS_SELECTOR, "input[autocomplete='username']"))
+    )
+    name.send_keys(user)
+    browser.find_element(By.CSS_SELECTOR, "input[type='password']").send_keys(PASSWORD)
+    browser.find_element(By.XPATH, "//button[.//p[text()='Sign in']]").click()
+
+
 def _sign_in_and_ask(browser, portal: str, question: str) -> list:
     """Signs ana in, asks, and waits for the answer's sources; returns them."""
     from selenium.webdriver.common.by import By
@@ -157,12 +177,7 @@ def _sign_in_and_ask(browser, portal: str, question: str) -> list:
     from selenium.webdriver.support.ui import WebDriverWait
 
     wait = WebDriverWait(browser, 60)
-    browser.get(portal)
-    name = wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "input[autocomplete='username']")))
-    name.send_keys("ana")
-    browser.find_element(By.CSS_SELECTOR, "input[type='password']").send_keys(PASSWORD)
-    browser.find_element(By.XPATH, "//button[.//p[text()='Sign in']]").click()
-
+    _sign_in(browser, portal, "ana")
     box = wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid='stChatInputTextArea']")))
     box.send_keys(question, Keys.ENTER)
     return wait.until(ready.presence_of_all_elements_located((By.CSS_SELECTOR, "[data-testid='stExpander']")))
@@ -258,3 +273,28 @@ def test_a_reload_keeps_the_session_and_the_conversation_until_sign_out(portal, 
     browser.refresh()
     wait.until(ready.presence_of_element_located(password))  # signed out stays signed out
     assert not browser.find_elements(*chat)
+
+
+def test_the_evaluation_page_draws_its_chart_and_passages_without_fetching_anything(portal, browser, listener):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 60)
+    _sign_in(browser, portal, "root")
+    wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stSidebar']")))
+    browser.get(portal.rstrip("/") + "/evaluation")
+    wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stVegaLiteChart']")))
+    passages = wait.until(
+        lambda _: [
+            e for e in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stExpander']") if "parking" in e.text
+        ]
+    )
+    for passage in passages:
+        browser.execute_script(
+            "arguments[0].scrollIntoView({block: 'center'}); arguments[0].querySelector('summary').click();", passage
+        )
+    time.sleep(3)  # as above: time for a fetch to arrive, were one made
+    page = browser.find_element(By.TAG_NAME, "body").text
+    assert f"127.0.0.1:{listener.port}/beacon" in page, page[-2000:]  # the passage is shown, as text
+    assert listener.requests == []

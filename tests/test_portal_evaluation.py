@@ -2,6 +2,7 @@
 the runs with their figures over time, and each question's drill-down, with access holding for the reader chosen."""
 
 import json
+import time
 
 import pandas as pd
 import pytest
@@ -38,6 +39,16 @@ def start_run(at, ask_as=None, value=None, k=None):
         at.number_input[0].set_value(k)
     at.run()
     button(at, "Run evaluation").click().run()
+    return finished(at)
+
+
+def finished(at, timeout_s=120):
+    """The page once the run started on it has ended: it runs in a thread, and the page is drawn again until then."""
+    deadline = time.monotonic() + timeout_s
+    while at.get("progress"):
+        assert time.monotonic() < deadline, "the evaluation did not finish"
+        time.sleep(0.2)
+        at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     return at
 
@@ -52,9 +63,12 @@ def test_an_admin_runs_an_uploaded_question_file_and_sees_each_question(data):
     assert not at.exception and "No run yet" in texts(at)
     assert button(at, "Run evaluation").disabled  # no file yet
 
-    at = start_run(at)
+    at.file_uploader(key="evaluation:file").set_value(QUESTIONS).run()
+    button(at, "Run evaluation").click().run()
+    assert at.get("progress")  # how far it has got, while it runs
+    at = finished(at)
     [run] = kept_runs(data)
-    assert at.get("progress") and at.success[0].value.startswith(f"Run {run.id} kept: {len(LINES)} questions")
+    assert at.success[0].value.startswith(f"Run {run.id} kept: {len(LINES)} questions")
     [row] = table(at, 0)
     assert (row["run"], row["questions"], row["asked as"]) == (run.id, len(LINES), "each question's groups")
     assert row["hit@5"] == pytest.approx(run.figure("hit")) == 1.0
@@ -91,6 +105,9 @@ def test_a_file_with_no_question_is_refused_and_the_kept_runs_stay(data):
     at = sign_in("root").switch_page(PAGE).run()
     at.file_uploader(key="evaluation:file").set_value(("bad.jsonl", b'{"question": "x"}\n', "application/jsonl")).run()
     button(at, "Run evaluation").click().run()
+    while at.get("progress"):
+        time.sleep(0.2)
+        at.run()
     assert not at.exception
     assert "bad.jsonl: the file holds no question" in " ".join(plain(e.value) for e in at.error)
     assert not kept_runs(data)

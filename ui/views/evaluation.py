@@ -1,5 +1,5 @@
 """Evaluation (administrators): `assistant eval` runs, each figure over runs, every question's passages, and a run
-started here on an uploaded question file."""
+started here on an uploaded question file (carried out in a thread: ui/evaluation_jobs.py says why)."""
 
 from pathlib import PurePosixPath
 
@@ -12,11 +12,12 @@ from assistant.evaluation.report import found_instead
 from assistant.evaluation.scoring import METRICS, label
 from assistant.service import EVALUATION_READER, MAX_EVALUATION_K
 from assistant.users import UserStore
-from ui.components import assistant_or_stop, failures_shown, require_admin
+from ui.components import assistant_or_stop, failures_shown, require_admin, show_error
+from ui.evaluation_jobs import Jobs
 from ui.safe_text import md, show_text
 
 EACH_LINE, ACCOUNT, GROUPS = "each question's groups", "a portal account", "groups"
-CHOSEN = "evaluation:chosen"
+CHOSEN, FINISHED, FAILED = "evaluation:chosen", "evaluation:finished", "evaluation:failed"
 
 
 def figures_row(run) -> dict:
@@ -46,23 +47,43 @@ def start_a_run(assistant, admin) -> None:
         reader_chosen = {EACH_LINE: True, ACCOUNT: account is not None, GROUPS: bool(groups.strip())}[ask_as]
         if not st.button("Run evaluation", disabled=upload is None or not reader_chosen):
             return
-        bar = st.progress(0.0, text="Asking the questions...")
-
-        def progress(done: int, total: int) -> None:
-            bar.progress(done / total if total else 1.0, text=f"{done} of {total} questions")
-
-        run = None
-        with failures_shown(stop=False):  # a bad file or group name is said here; the kept runs still show below
-            named = tuple(group.strip() for group in groups.split(",") if group.strip())
+        named = tuple(group.strip() for group in groups.split(",") if group.strip())
+        with failures_shown(stop=False):  # a bad group name is said here; the kept runs still show below
             reader = account or (User(EVALUATION_READER, named) if named else None)
-            run = assistant.evaluate(
-                upload.getvalue(), upload.name, admin, reader=reader, k=int(k), answers=answers, progress=progress
-            )
-        if run is not None:
-            st.session_state[CHOSEN] = run.id
-            st.success(
-                f"Run {run.id} kept: {len(run.results)} questions, {label('hit', run.k)} {run.figure('hit'):.3f}."
-            )
+            options = {"reader": reader, "k": int(k), "answers": answers}
+            evaluation_jobs().start(assistant, upload.getvalue(), upload.name, admin, **options)
+
+
+@st.cache_resource
+def evaluation_jobs() -> Jobs:
+    return Jobs()
+
+
+@st.fragment(run_every=1.0)
+def job_progress(admin) -> None:
+    """The admin's run in progress, redrawn every second until it ends; then the whole page, with the run in it."""
+    jobs = evaluation_jobs()
+    job = jobs.current(admin)
+    if job is None:
+        return
+    if not job.finished.is_set():
+        fraction = job.done / job.total if job.total else 0.0
+        st.progress(fraction, text=f"{job.name}: {job.done} of {job.total or '?'} questions")
+        return
+    jobs.forget(admin, job)
+    if job.run is not None:
+        st.session_state[CHOSEN] = job.run.id
+        st.session_state[FINISHED] = job.run
+    else:
+        st.session_state[FAILED] = job.error
+    st.rerun()
+
+
+def finished_job() -> None:
+    if (run := st.session_state.pop(FINISHED, None)) is not None:
+        st.success(f"Run {run.id} kept: {len(run.results)} questions, {label('hit', run.k)} {run.figure('hit'):.3f}.")
+    if (error := st.session_state.pop(FAILED, None)) is not None:
+        show_error(error)
 
 
 def chart(runs) -> None:
@@ -139,6 +160,9 @@ st.caption(
     "`assistant eval QUESTIONS.jsonl` (README: Evaluating the assistant)."
 )
 start_a_run(assistant, admin)
+if evaluation_jobs().current(admin) is not None:
+    job_progress(admin)
+finished_job()
 
 with failures_shown():
     runs = assistant.evaluation_runs(admin)

@@ -5,7 +5,8 @@ from assistant import Settings, User, build_assistant
     with build_assistant(Settings(data_dir="/srv/assistant")) as assistant: ...
 
 assistant.retriever (the search as a llama-index retriever), assistant.users (portal accounts), assistant.audit (the audit log), assistant.runs (fine-tuning runs),
-assistant.uploads (saving uploaded files) and assistant.api (the HTTP API, `assistant serve`) are imported by name where
+assistant.uploads (saving uploaded files), assistant.evaluation (`assistant eval`: question files, scores, kept runs)
+and assistant.api (the HTTP API, `assistant serve`) are imported by name where
 needed.
 """
 

@@ -504,9 +504,8 @@ class Assistant:
         answers: bool = True,
         progress: Callable[[int, int], None] | None = None,
     ) -> EvaluationRun:
-        """Asks every question of the question file `data`, called `name` (its format: assistant/evaluation/questions.py),
-        and scores what was found;
-        administrators only. The run is kept with a snapshot of what produced it, and audited.
+        """Asks every question of the question file `data`, called `name` (its format: evaluation/questions.py), and
+        scores what was found; administrators only. The run is kept with a snapshot of what produced it, and audited.
 
         Each question is asked as `reader`, or without one as a member of the groups its line names, so a run sees
         only what those readers may read. `answers`: the assistant's answer is composed too, and checked for the

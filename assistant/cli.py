@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--no-answers", action="store_true", help="score the search only, not the answers")
     evaluate.add_argument("--list", action="store_true", help="list the kept runs")
-    evaluate.add_argument("--show", metavar="RUN", help="print a kept run again")
+    evaluate.add_argument("--show", metavar="RUN", help="print a kept run again (its id, or 'latest')")
 
     commands.add_parser(
         "reembed",

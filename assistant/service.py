@@ -602,10 +602,10 @@ class Assistant:
         return self.evaluations.runs()
 
     def evaluation_run(self, run_id: str, user: User, *, questions_file: str | None = None) -> EvaluationRun:
-        """A kept run by its id, or "latest": the newest run on `questions_file`; administrators only."""
+        """A kept run by its id, or "latest": the newest run (on `questions_file` where given); administrators only."""
         policy.check_evaluate(user)
         try:
-            if run_id == LATEST and questions_file is not None:
+            if run_id == LATEST:
                 return self.evaluations.latest(questions_file)
             return self.evaluations.load(run_id)
         except RunNotFound as error:

@@ -228,6 +228,10 @@ def test_compare_and_the_regression_gate_on_two_runs_with_different_settings(run
     assert [run["id"] for run in json.loads(out)["runs"]][:2] == [first["id"], second["id"]]
     code, out, _ = run_cli("eval", "--show", second["id"])
     assert code == 0 and "asked as evaluation (staff)" in out
+    code, out, _ = run_cli("eval", "--show", "latest", "--json")
+    assert code == 0 and json.loads(out)["id"] != first["id"]
+    code, _, err = run_cli("eval", "--show", "../../etc/passwd")
+    assert code == 2 and "is not a run id" in err
 
 
 def test_bad_lines_are_named_and_the_rest_are_asked(run_cli, tmp_path):

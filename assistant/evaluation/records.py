@@ -89,11 +89,13 @@ class RunStore:
             raise RunNotFound(f"{run_id!r} is not a run id (such as 20261204-093000-250-1a2b): `assistant eval --list`")
         return read_run(self.directory / f"{run_id}.json")
 
-    def latest(self, questions_file: str) -> EvaluationRun:
-        """The newest kept run on a question file of this name."""
+    def latest(self, questions_file: str | None = None) -> EvaluationRun:
+        """The newest kept run, on a question file of this name where one is given."""
         for run in reversed(self.runs()):
-            if run.questions_file == questions_file:
+            if questions_file is None or run.questions_file == questions_file:
                 return run
+        if questions_file is None:
+            raise RunNotFound("no evaluation run is kept yet: `assistant eval QUESTIONS.jsonl` makes one")
         raise RunNotFound(f"no kept run on {questions_file} to compare with: run it once without --compare")
 
 

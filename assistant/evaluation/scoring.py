@@ -23,6 +23,7 @@ from assistant.types import Source
 # In the order a report shows them.
 METRICS = ("hit", "share", "answer", "page", "mrr", "answered", "cited")
 _AT_K = {"hit", "share", "answer", "page", "mrr"}
+_OUTCOME_OF = {"answer": "answer_found", "page": "page_found"}  # the figures named apart from the field they average
 PASSAGE_CHARS = 300  # what a run keeps of each passage found: enough to see what it was, not a copy of the store
 REPLY_CHARS = 2_000
 # [1], [2, 3], [1][4]: how the prompt asks the model to cite, and how the extractive answer marks its sentences.
@@ -86,15 +87,8 @@ class QuestionResult(BaseModel):
         """This question's contribution to `metric`, or None where the metric does not apply to it."""
         if metric == "mrr":
             return 1.0 / self.rank if self.rank else 0.0
-        if metric == "answer":
-            flag = self.answer_found
-        elif metric == "page":
-            flag = self.page_found
-        elif metric in ("answered", "cited"):
-            flag = getattr(self, metric)
-        else:
-            return float(getattr(self, metric))
-        return None if flag is None else float(flag)
+        outcome = getattr(self, _OUTCOME_OF.get(metric, metric))
+        return None if outcome is None else float(outcome)
 
 
 def score(

@@ -20,7 +20,7 @@ from assistant.conversations import TITLE_CHARS, Conversation, ConversationStore
 from assistant.errors import InvalidRequest, NotFound, NotPermitted
 from assistant.evaluation.questions import Problem, QuestionFileError, read_questions
 from assistant.evaluation.records import LATEST, EvaluationRun, RunNotFound, RunStore, new_run_id
-from assistant.evaluation.scoring import by_kind, latency, score, summarise
+from assistant.evaluation.scoring import score
 from assistant.originals import Original, OriginalMissing, read_original, render_page
 from assistant.policy import AdapterNotPermitted
 from assistant.settings import Settings
@@ -572,9 +572,6 @@ class Assistant:
             reader=_reader_words(reader),
             answers=answers,
             snapshot=snapshot,
-            metrics=summarise(results),
-            by_kind=by_kind(results),
-            latency_ms=latency(results),
             results=results,
             problems=sorted(problems, key=lambda problem: problem.line),
         )

@@ -6,12 +6,13 @@ import json
 import re
 import secrets
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, computed_field
 
 from assistant.evaluation.questions import Problem
-from assistant.evaluation.scoring import Measured, QuestionResult
+from assistant.evaluation.scoring import Measured, QuestionResult, by_kind, latency, summarise
 from assistant.files import write_private
 
 _ID = re.compile(r"\d{8}-\d{6}-\d{3}-[0-9a-f]{4}")
@@ -32,11 +33,24 @@ class EvaluationRun(BaseModel):
     answers: bool  # whether the assistant's answers were checked too
     # What produced the figures: the version, the search's settings, the model and adapter, the store's documents.
     snapshot: dict[str, Setting]
-    metrics: dict[str, Measured]
-    by_kind: dict[str, dict[str, Measured]] = {}
-    latency_ms: dict[str, float]
     results: list[QuestionResult]
     problems: list[Problem] = []  # the lines that were not asked
+
+    # The figures, from the results (written into the file for whoever reads it without this code, never read back).
+    @computed_field
+    @cached_property
+    def metrics(self) -> dict[str, Measured]:
+        return summarise(self.results)
+
+    @computed_field
+    @cached_property
+    def by_kind(self) -> dict[str, dict[str, Measured]]:
+        return by_kind(self.results)
+
+    @computed_field
+    @cached_property
+    def latency_ms(self) -> dict[str, float]:
+        return latency(self.results)
 
     def figure(self, metric: str) -> float | None:
         measured = self.metrics.get(metric)

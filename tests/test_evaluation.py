@@ -327,3 +327,36 @@ def test_question_lines_and_gates_read_as_documented():
     assert parse_threshold("hit@5=0.9").k == 5 and parse_threshold(" MRR = .5 ").value == 0.5
     with pytest.raises(ValueError, match="METRIC=VALUE"):
         parse_threshold("hit>0.9")
+
+
+def test_a_long_run_lists_only_the_questions_to_read():
+    from assistant.evaluation import report
+    from assistant.evaluation.records import EvaluationRun
+    from assistant.evaluation.scoring import Passage, QuestionResult
+
+    def result(line, expected_first):
+        found = [
+            Passage(doc_id="d", path=f"/docs/{name}.md", score=1.0, expected=name == "a", text="...")
+            for name in (("a", "b") if expected_first else ("b", "a"))
+        ]
+        return QuestionResult(
+            line=line, question=f"q{line}", expected=("a.md",), asked_as=("staff",), found=found, latency_ms=1.0
+        )
+
+    results = [result(line, expected_first=line != 7) for line in range(1, 61)]
+    run = EvaluationRun(
+        id="20261204-000000-000-abcd",
+        started="",
+        seconds=0,
+        by="root",
+        questions_file="q.jsonl",
+        questions_sha256="",
+        k=2,
+        reader="x",
+        answers=False,
+        snapshot={},
+        results=results,
+    )
+    table = report.question_table(run)
+    assert len(table) == 3 and "q7" in table[1] and "b.md" in table[1] and table[2].startswith("(59 questions")
+    assert run.metrics["mrr"].value == pytest.approx((59 + 0.5) / 60)

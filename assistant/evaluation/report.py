@@ -9,6 +9,7 @@ from assistant.evaluation.records import EvaluationRun
 from assistant.evaluation.scoring import METRICS, QuestionResult, label
 
 QUESTION_CHARS = 60
+ALL_SHOWN = 50
 INSTEAD_SHOWN = 3
 
 
@@ -51,18 +52,26 @@ def summary(run: EvaluationRun) -> list[str]:
 
 
 def question_table(run: EvaluationRun) -> list[str]:
+    """Every question; past ALL_SHOWN of them, only those not perfect: hundreds of rows of "1 yes yes" would hide the
+    ones to read."""
     answers = run.answers
     header = f"{'line':>5} {'rank':>4} {'answer':>6} {'page':>4}" + (f" {'reply':>5} {'cited':>5}" if answers else "")
     lines = [header + f"  {'question':<{QUESTION_CHARS}}  found instead"]
-    for result in run.results:
+    shown = run.results if len(run.results) <= ALL_SHOWN else [r for r in run.results if not _perfect(r)]
+    for result in shown:
         row = f"{result.line:>5} {result.rank or '-':>4} {_flag(result.answer_found):>6} {_flag(result.page_found):>4}"
         if answers:
             row += f" {_flag(result.answered):>5} {_flag(result.cited):>5}"
-        question = (
-            result.question if len(result.question) <= QUESTION_CHARS else result.question[: QUESTION_CHARS - 1] + "…"
-        )
-        lines.append(f"{row}  {question:<{QUESTION_CHARS}}  {found_instead(result)}")
+        lines.append(f"{row}  {_short(result.question):<{QUESTION_CHARS}}  {found_instead(result)}")
+    if len(shown) < len(run.results):
+        left_out = len(run.results) - len(shown)
+        lines.append(f"({left_out} questions found first, with every check passed, are not listed: --json has them)")
     return lines
+
+
+def _perfect(result: QuestionResult) -> bool:
+    checks = (result.answer_found, result.page_found, result.answered, result.cited)
+    return result.rank == 1 and all(check is not False for check in checks)
 
 
 def comparison(result: Comparison, k: int) -> list[str]:

@@ -1,5 +1,5 @@
 """Two runs side by side (the figures' deltas, the settings that differ, the questions whose outcome changed), and
-the regression gate (`--fail-below hit@5=0.9`)."""
+the regression gates (`--fail-below hit@5=0.9`, `--max-drop mrr=0.02`, `--max-p95-ms 200`)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class Delta:
 class ChangedQuestion:
     question: str
     verdict: str  # "better", "worse", "mixed", "new" (only in this run), "gone" (only in the baseline)
-    changes: list[str]  # in words: "found at 1 (was 4)", "answer now in the passages"
+    changes: list[str]  # in words: "found at 1 (was 4)", "now the answer in the passages"
 
 
 @dataclass

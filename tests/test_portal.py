@@ -267,7 +267,7 @@ def test_admin_deletes_a_document_and_non_admins_cannot(data):
 
 def test_admin_pages_are_hidden_from_non_admins(data):
     at = sign_in("ana")
-    for page in ("views/finetuning.py", "views/audit.py"):
+    for page in ("views/finetuning.py", "views/evaluation.py", "views/audit.py"):
         with pytest.raises(ValueError):
             at.switch_page(page)
     at.switch_page("views/models.py").run()

@@ -11,6 +11,8 @@ from test_portal import HR_FILE, button, corpus, plain, portal_over, sign_in, ta
 
 from assistant.evaluation.comparison import compare
 from assistant.evaluation.records import RunStore
+from ui.components import short_time
+from ui.safe_text import md
 
 PAGE = "views/evaluation.py"
 LINES = [
@@ -72,9 +74,10 @@ def test_an_admin_runs_an_uploaded_question_file_and_sees_each_question(data):
     [row] = table(at, 0)
     assert (row["run"], row["questions"], row["asked as"]) == (run.id, len(LINES), "each question's groups")
     assert row["hit@5"] == pytest.approx(run.figure("hit")) == 1.0
+    assert row["started"] == short_time(run.started)
     questions = table(at, -1)
     assert [q["question"] for q in questions] == [line["question"] for line in LINES]
-    assert all(q["rank"] == 1 and q["found instead"] == "" for q in questions)
+    assert all(q["rank"] == 1 and q["hit"] and q["found instead"] == "" for q in questions)
     assert {m.label for m in at.metric} >= {"hit@5", "MRR@5", "answered", "cited"}
 
 
@@ -90,8 +93,12 @@ def test_two_runs_chart_each_figure_and_a_run_as_staff_shows_what_was_found_inst
     questions = {q["question"]: q for q in table(at, -1)}
     hr = [line["question"] for line in LINES if line["groups"] == ["hr"]]
     assert hr and all(pd.isna(questions[q]["rank"]) and questions[q]["found instead"] for q in hr)
+    assert not any(questions[q]["hit"] for q in hr)
     assert not any(HR_FILE in q["found instead"] for q in questions.values())
-    assert f"Against run {first.id}: {len(compare(second, first).questions)} question(s) changed" in texts(at)
+    changed = compare(second, first).questions
+    assert f"Against run {first.id}: {len(changed)} question(s) changed" in texts(at)
+    [moved] = [frame.value for frame in at.dataframe if "verdict" in frame.value.columns]
+    assert set(moved["question"]) == {q.question for q in changed} >= set(hr)
 
     # Drill-down: a missed question's passages, none of them from the hr file.
     at.selectbox(key=f"evaluation:question:{second.id}").select(
@@ -99,6 +106,21 @@ def test_two_runs_chart_each_figure_and_a_run_as_staff_shows_what_was_found_inst
     ).run()
     labels = [expander.label for expander in at.expander if "not expected" in expander.label]
     assert len(labels) == 3 and not any(HR_FILE in label for label in labels)
+
+
+def test_the_uploaded_file_name_is_shown_as_its_characters(data):
+    # Progress text and captions are Markdown: a name holding an image would be fetched by the admin's browser.
+    name = "![beacon](http://127.0.0.1:9/b.png) **q**.jsonl"
+    at = sign_in("root").switch_page(PAGE).run()
+    at.file_uploader(key="evaluation:file").set_value((name, QUESTIONS[1], "application/jsonl")).run()
+    button(at, "Run evaluation").click().run()
+    # The run may be past its first question, or not yet counting them, when the page is drawn: only the name is fixed.
+    shown = at.get("progress")
+    assert shown and all(p.proto.text.startswith(f"{md(name)}: ") for p in shown)
+    at = finished(at)
+    [run] = kept_runs(data)
+    assert run.questions_file == name
+    assert f"{md(name)}, top 5" in " ".join(c.value for c in at.caption)
 
 
 def test_a_file_with_no_question_is_refused_and_the_kept_runs_stay(data):

@@ -12,7 +12,7 @@ from assistant.evaluation.report import found_instead
 from assistant.evaluation.scoring import METRICS, label
 from assistant.service import EVALUATION_READER, MAX_EVALUATION_K
 from assistant.users import UserStore
-from ui.components import assistant_or_stop, failures_shown, require_admin, show_error
+from ui.components import assistant_or_stop, failures_shown, require_admin, short_time, show_error
 from ui.evaluation_jobs import Jobs
 from ui.safe_text import md, show_text
 
@@ -23,6 +23,7 @@ CHOSEN, FINISHED, FAILED = "evaluation:chosen", "evaluation:finished", "evaluati
 def figures_row(run) -> dict:
     return {
         "run": run.id,
+        "started": short_time(run.started),
         "questions file": run.questions_file,
         "questions": len(run.results),
         "asked as": run.reader,
@@ -68,7 +69,8 @@ def job_progress(admin) -> None:
         return
     if not job.finished.is_set():
         fraction = job.done / job.total if job.total else 0.0
-        st.progress(fraction, text=f"{job.name}: {job.done} of {job.total or '?'} questions")
+        # Progress text is Markdown, images included: the uploaded file's name is escaped like any other.
+        st.progress(fraction, text=f"{md(job.name)}: {job.done} of {job.total or '?'} questions")
         return
     jobs.forget(admin, job)
     if job.run is not None:
@@ -115,6 +117,15 @@ def run_details(run, runs) -> None:
     if baseline is not None:
         changed = compare(run, baseline)
         st.caption(f"Against run {md(baseline.id)}: {len(changed.questions)} question(s) changed")
+        if changed.questions:
+            with st.expander("Questions whose outcome changed"):
+                st.dataframe(
+                    [
+                        {"question": q.question, "verdict": q.verdict, "what": "; ".join(q.changes)}
+                        for q in changed.questions
+                    ],
+                    hide_index=True,
+                )
         if changed.settings:
             st.dataframe(
                 [{"setting": name, "before": str(b), "after": str(a)} for name, (b, a) in changed.settings.items()],
@@ -130,6 +141,7 @@ def run_details(run, runs) -> None:
             "line": result.line,
             "question": result.question,
             "rank": result.rank,
+            "hit": result.hit,
             "answer found": result.answer_found,
             "page found": result.page_found,
         }

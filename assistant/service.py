@@ -515,6 +515,7 @@ class Assistant:
         if not 1 <= k <= MAX_EVALUATION_K:
             raise InvalidRequest(f"k is the number of passages scored per question, 1 to {MAX_EVALUATION_K}, not {k}")
         self.audit.check()
+        data = data.encode("utf-8") if isinstance(data, str) else data  # hashed as the bytes it was read from
         try:
             questions, problems = read_questions(data, max_chars=MAX_QUESTION_CHARS)
         except QuestionFileError as error:
@@ -534,6 +535,7 @@ class Assistant:
                 )
         started, clock = datetime.now(UTC), time.perf_counter()
         snapshot = self._snapshot()
+        audience = self.adapter_audience()  # read once: a local adapter's is a file on disk
         generator_failed = None
         results = []
         if progress is not None:
@@ -546,7 +548,7 @@ class Assistant:
             reply, note = None, None
             if answers and generator_failed is None:
                 try:
-                    policy.check_adapter(asker, self.adapter_audience(), str(self.settings.adapter))
+                    policy.check_adapter(asker, audience, str(self.settings.adapter))
                     generator = self.generator if sources else None
                     reply = "".join(self._compose(generator, question.question, vector, sources, ()))
                 except AdapterNotPermitted as refusal:
@@ -567,7 +569,7 @@ class Assistant:
             seconds=round(time.perf_counter() - clock, 2),
             by=by.id,
             questions_file=name,
-            questions_sha256=hashlib.sha256(data.encode("utf-8") if isinstance(data, str) else data).hexdigest(),
+            questions_sha256=hashlib.sha256(data).hexdigest(),
             k=k,
             reader=_reader_words(reader),
             answers=answers,

@@ -306,7 +306,7 @@ def test_a_local_model_writes_the_replies_that_are_checked(data, embedder):
 
 def test_question_lines_and_gates_read_as_documented():
     questions, problems = read_questions(
-        '{"question": " Leave? ", "expected": "handbook.md", "kind": "prose"}\n\n{"question": "x", "expected": []}',
+        b'{"question": " Leave? ", "expected": "handbook.md", "kind": "prose"}\n\n{"question": "x", "expected": []}',
         max_chars=100,
     )
     [question] = questions

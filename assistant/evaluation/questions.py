@@ -73,9 +73,8 @@ class QuestionFileError(ValueError):
     """The file as a whole cannot be evaluated (not text, too large, no question in it)."""
 
 
-def read_questions(data: bytes | str, *, max_chars: int) -> tuple[list[Question], list[Problem]]:
+def read_questions(raw: bytes, *, max_chars: int) -> tuple[list[Question], list[Problem]]:
     """The questions of a JSON-lines file, and the lines that are not questions (with the reason for each)."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
     if len(raw) > MAX_FILE_BYTES:
         raise QuestionFileError(
             f"the question file has {len(raw):,} bytes, over the limit of {MAX_FILE_BYTES:,}: split it into several runs"
